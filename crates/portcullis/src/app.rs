@@ -1,0 +1,31 @@
+//! The application: binds listeners and the admin listener, starts background tasks, and
+//! shuts everything down gracefully.
+
+use std::net::SocketAddr;
+
+use crate::config::Config;
+
+/// A running gateway (in this process).
+#[derive(Debug)]
+pub struct Gateway {}
+
+impl Gateway {
+    /// Compiles `config`, binds every listener and the admin listener, and starts serving on
+    /// the current tokio runtime. Port 0 in an address binds a free port (see `listener_addr`).
+    pub async fn start(_config: Config) -> anyhow::Result<Gateway> {
+        anyhow::bail!("not yet")
+    }
+
+    /// The bound address of the listener named `name`.
+    pub fn listener_addr(&self, _name: &str) -> Option<SocketAddr> {
+        None
+    }
+
+    /// The bound address of the admin listener, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// Stops accepting, lets in-flight requests finish up to the drain timeout, then closes.
+    pub async fn shutdown(self) {}
+}

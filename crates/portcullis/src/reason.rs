@@ -1,0 +1,18 @@
+//! Reason codes: why the gateway answered a request itself. One constant each, used in the
+//! `x-portcullis-reason` header, the JSON body, logs and (later) metric labels.
+
+/// Header that carries the reason on every response the gateway generates.
+pub const HEADER: &str = "x-portcullis-reason";
+
+pub const NO_ROUTE: &str = "no_route";
+pub const UPSTREAM_CONNECT_FAILED: &str = "upstream_connect_failed";
+pub const UPSTREAM_TIMEOUT: &str = "upstream_timeout";
+pub const UPSTREAM_RESET: &str = "upstream_reset";
+pub const UPSTREAM_PROTOCOL_ERROR: &str = "upstream_protocol_error";
+pub const NO_HEALTHY_UPSTREAM: &str = "no_healthy_upstream";
+pub const REQUEST_BODY_TOO_LARGE: &str = "request_body_too_large";
+pub const BAD_REQUEST: &str = "bad_request";
+pub const DOWNSTREAM_ABORTED: &str = "downstream_aborted";
+pub const INTERNAL_ERROR: &str = "internal_error";
+pub const DIRECT_RESPONSE: &str = "direct_response";
+pub const REDIRECT: &str = "redirect";
