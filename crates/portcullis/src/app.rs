@@ -29,3 +29,19 @@ impl Gateway {
     /// Stops accepting, lets in-flight requests finish up to the drain timeout, then closes.
     pub async fn shutdown(self) {}
 }
+
+/// Starts the gateway and serves until SIGTERM or SIGINT, then drains and returns.
+/// Used by `portcullis run`; the caller builds the tokio runtime (see `runtime_builder`).
+pub async fn run_until_signal(_config: Config) -> anyhow::Result<()> {
+    anyhow::bail!("not yet")
+}
+
+/// A tokio multi-thread runtime builder with `worker_threads` workers (0 = one per core).
+pub fn runtime_builder(worker_threads: usize) -> tokio::runtime::Builder {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if worker_threads > 0 {
+        b.worker_threads(worker_threads);
+    }
+    b
+}
