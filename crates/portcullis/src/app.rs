@@ -1,39 +1,170 @@
-//! The application: binds listeners and the admin listener, starts background tasks, and
-//! shuts everything down gracefully.
+//! The application: compiles the config, binds listeners and the admin listener, starts
+//! background tasks, and shuts everything down gracefully.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::runtime::Runtime;
+use crate::{admin, listener};
+
+/// Grace period after a forced close for tasks to notice it.
+const FORCE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// State shared by every connection: the current runtime snapshot and lifecycle handles.
+#[derive(Debug)]
+pub struct Shared {
+    /// The compiled config; swapped whole on reload, loaded once per request.
+    pub runtime: ArcSwap<Runtime>,
+    /// Data-plane tasks (accept loops, connections, tunnels), awaited on shutdown. The admin
+    /// listener is not among them: it answers (`/readyz` 503) until the drain is over.
+    pub tasks: TaskTracker,
+    /// Cancelled when the drain timeout has passed: everything still open is closed.
+    pub force_close: CancellationToken,
+    /// Listeners bound and config compiled (`/readyz`).
+    pub ready: AtomicBool,
+}
 
 /// A running gateway (in this process).
 #[derive(Debug)]
-pub struct Gateway {}
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin_addr: Option<SocketAddr>,
+    drain_timeout: Duration,
+    /// Stops accepting and starts draining.
+    stop: CancellationToken,
+    /// Stops the admin listener and background tasks once drained.
+    stop_background: CancellationToken,
+}
 
 impl Gateway {
     /// Compiles `config`, binds every listener and the admin listener, and starts serving on
     /// the current tokio runtime. Port 0 in an address binds a free port (see `listener_addr`).
-    pub async fn start(_config: Config) -> anyhow::Result<Gateway> {
-        anyhow::bail!("not yet")
+    pub async fn start(config: Config) -> anyhow::Result<Gateway> {
+        let runtime = Runtime::compile(&config).context("compiling config")?;
+        for upstream in &runtime.upstreams {
+            if let Err(err) = upstream.resolve().await {
+                tracing::warn!(upstream = %upstream.name, error = %err, "resolving endpoints failed; will retry");
+            }
+        }
+
+        // Bind everything before serving anything, so a bad address fails the start whole.
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            let socket = listener::bind(&l.address)
+                .with_context(|| format!("binding listener {:?} on {}", l.name, l.address))?;
+            bound.push(socket);
+        }
+        let admin_socket =
+            if config.admin.enabled {
+                Some(listener::bind(&config.admin.address).with_context(|| {
+                    format!("binding admin listener on {}", config.admin.address)
+                })?)
+            } else {
+                None
+            };
+
+        let stop = CancellationToken::new();
+        let stop_background = CancellationToken::new();
+        for upstream in &runtime.upstreams {
+            upstream.spawn_tasks(stop_background.child_token());
+        }
+        let shared = Arc::new(Shared {
+            runtime: ArcSwap::from_pointee(runtime),
+            tasks: TaskTracker::new(),
+            force_close: CancellationToken::new(),
+            ready: AtomicBool::new(false),
+        });
+
+        let mut listeners = Vec::with_capacity(bound.len());
+        for (index, (socket, l)) in bound.into_iter().zip(&config.listeners).enumerate() {
+            let addr = socket.local_addr()?;
+            tracing::info!(listener = %l.name, %addr, protocol = ?l.protocol, "listening");
+            listeners.push((l.name.clone(), addr));
+            listener::spawn_accept_loop(socket, index, l, shared.clone(), stop.clone());
+        }
+        let admin_addr = match admin_socket {
+            Some(socket) => {
+                let addr = socket.local_addr()?;
+                tracing::info!(%addr, "admin listening");
+                admin::spawn(socket, shared.clone(), stop_background.clone());
+                Some(addr)
+            }
+            None => None,
+        };
+        shared.ready.store(true, Ordering::Release);
+
+        Ok(Gateway {
+            shared,
+            listeners,
+            admin_addr,
+            drain_timeout: config.server.drain_timeout,
+            stop,
+            stop_background,
+        })
     }
 
     /// The bound address of the listener named `name`.
-    pub fn listener_addr(&self, _name: &str) -> Option<SocketAddr> {
-        None
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, addr)| *addr)
     }
 
     /// The bound address of the admin listener, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        None
+        self.admin_addr
     }
 
-    /// Stops accepting, lets in-flight requests finish up to the drain timeout, then closes.
-    pub async fn shutdown(self) {}
+    /// The shared state (runtime snapshot, readiness).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops accepting, lets in-flight requests finish up to the drain timeout, then closes
+    /// whatever is left.
+    pub async fn shutdown(self) {
+        tracing::info!(drain_timeout = ?self.drain_timeout, "draining");
+        self.shared.ready.store(false, Ordering::Release);
+        self.stop.cancel();
+        self.shared.tasks.close();
+        let drained = tokio::time::timeout(self.drain_timeout, self.shared.tasks.wait()).await;
+        if drained.is_err() {
+            tracing::warn!("drain timeout passed; closing remaining connections");
+            self.shared.force_close.cancel();
+            let _ = tokio::time::timeout(FORCE_CLOSE_GRACE, self.shared.tasks.wait()).await;
+        }
+        self.stop_background.cancel();
+        tracing::info!("stopped");
+    }
 }
 
 /// Starts the gateway and serves until SIGTERM or SIGINT, then drains and returns.
 /// Used by `portcullis run`; the caller builds the tokio runtime (see `runtime_builder`).
-pub async fn run_until_signal(_config: Config) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    let gateway = Gateway::start(config).await?;
+    wait_for_signal().await?;
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        res = tokio::signal::ctrl_c() => res?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+    Ok(())
 }
 
 /// A tokio multi-thread runtime builder with `worker_threads` workers (0 = one per core).

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::Picked;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A body sent to the client or to an upstream.
@@ -21,6 +23,9 @@ pub enum Body {
     Stream(Incoming),
     /// A client's request body with a byte ceiling; going over it fails the stream.
     Limited(LimitedIncoming),
+    /// An upstream's response body; holds the endpoint pick so the endpoint counts the
+    /// request as in flight until the body has been sent.
+    Upstream(Incoming, Picked),
 }
 
 impl Body {
@@ -44,6 +49,9 @@ impl HttpBody for Body {
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(BoxError::from))),
             Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Upstream(inner, _) => Pin::new(inner)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(BoxError::from))),
         }
     }
 
@@ -53,6 +61,7 @@ impl HttpBody for Body {
             Body::Full(data) => data.is_none(),
             Body::Stream(inner) => inner.is_end_stream(),
             Body::Limited(inner) => inner.inner.is_end_stream(),
+            Body::Upstream(inner, _) => inner.is_end_stream(),
         }
     }
 
@@ -62,6 +71,7 @@ impl HttpBody for Body {
             Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Stream(inner) => inner.size_hint(),
             Body::Limited(inner) => inner.inner.size_hint(),
+            Body::Upstream(inner, _) => inner.size_hint(),
         }
     }
 }
@@ -90,17 +100,16 @@ impl LimitedIncoming {
         }
     }
 
-    fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > self.remaining {
                         self.remaining = 0;
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit: self.limit }))));
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                            limit: self.limit,
+                        }))));
                     }
                     self.remaining -= len;
                 }

@@ -1,4 +1,5 @@
-//! The runtime: the compiled, immutable snapshot of a config that requests read.
+//! The runtime: the compiled, immutable snapshot of a config that requests read. A request
+//! loads it once (`Shared::runtime`) and uses that snapshot to the end.
 
 use std::sync::Arc;
 
@@ -10,6 +11,16 @@ use crate::upstream::Upstream;
 pub struct Runtime {
     pub router: Router,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Per listener, in `config.listeners` order.
+    pub listeners: Vec<ListenerRuntime>,
+}
+
+/// What the request path needs to know about the listener a request came in on.
+#[derive(Debug)]
+pub struct ListenerRuntime {
+    pub name: Arc<str>,
+    /// Peers whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Runtime {
@@ -18,6 +29,18 @@ impl Runtime {
         let upstreams: Vec<Arc<Upstream>> = config.upstreams.iter().map(Upstream::new).collect();
         let index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
         let router = Router::compile(config, &index)?;
-        Ok(Runtime { router, upstreams })
+        let listeners = config
+            .listeners
+            .iter()
+            .map(|l| ListenerRuntime {
+                name: l.name.as_str().into(),
+                trusted_proxies: l.trusted_proxies.clone(),
+            })
+            .collect();
+        Ok(Runtime {
+            router,
+            upstreams,
+            listeners,
+        })
     }
 }

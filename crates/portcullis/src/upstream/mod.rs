@@ -54,7 +54,7 @@ pub struct Picked {
 }
 
 impl Picked {
-    fn new(endpoint: Arc<Endpoint>) -> Self {
+    pub(crate) fn new(endpoint: Arc<Endpoint>) -> Self {
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         Self { endpoint }
     }

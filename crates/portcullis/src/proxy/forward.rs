@@ -1,0 +1,170 @@
+//! Forwarding one request to an upstream: pick an endpoint, rewrite the head for the hop,
+//! send with the route's timeout, and hand back the streamed response. Protocol upgrades
+//! (WebSocket and others) become a bidirectional byte tunnel once both sides said 101.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::headers;
+use super::Downstream;
+use crate::body::{Body, LimitedIncoming};
+use crate::config::schema::{HostHeader, UpstreamProtocol};
+use crate::error::{ErrorKind, ProxyError};
+use crate::router::Route;
+use crate::upstream::{lb, Upstream};
+
+/// Forwards `parts` + `body` to `upstream` and returns the upstream's response head with its
+/// body still streaming.
+pub async fn forward(
+    ds: &Downstream,
+    route: &Route,
+    upstream: &Arc<Upstream>,
+    trusted: &[ipnet::IpNet],
+    mut parts: http::request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ProxyError> {
+    // Refuse what is known to be too large before touching the upstream.
+    if declared_length(&parts.headers).is_some_and(|len| len > route.max_request_body) {
+        return Err(ProxyError::new(ErrorKind::RequestBodyTooLarge));
+    }
+    let downstream_version = parts.version;
+    let upgrade =
+        downstream_version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
+    let downstream_upgrade = if upgrade {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+
+    // The host the client asked for, as it wrote it (port included).
+    let original_host: Option<HeaderValue> =
+        parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+    let client_ip = headers::client_ip(&parts.headers, ds.peer, trusted);
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::set_forwarded(
+        &mut parts.headers,
+        ds.peer,
+        trusted,
+        ds.scheme,
+        original_host.as_ref().and_then(|h| h.to_str().ok()),
+    );
+
+    // Pick the endpoint.
+    let hash = upstream
+        .hash_key()
+        .and_then(|key| lb::request_hash(key, &parts, client_ip));
+    let picked = upstream
+        .pick(hash)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoHealthyUpstream))?;
+
+    // The head for this hop.
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(picked.endpoint.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|e| ProxyError::with_source(ErrorKind::BadRequest, e))?;
+    let host = match &route.host_header {
+        HostHeader::PassThrough => original_host,
+        HostHeader::Endpoint => HeaderValue::from_str(picked.endpoint.authority.as_str()).ok(),
+        HostHeader::Rewrite(value) => HeaderValue::from_str(value).ok(),
+    };
+    match host {
+        Some(host) => {
+            parts.headers.insert(header::HOST, host);
+        }
+        None => {
+            parts.headers.remove(header::HOST);
+        }
+    }
+    parts.version = match upstream.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http2 => Version::HTTP_2,
+    };
+    let body = if body.is_end_stream() {
+        Body::Empty
+    } else {
+        Body::Limited(LimitedIncoming::new(body, route.max_request_body))
+    };
+
+    // Send, bounded by the route's timeout until the response head arrives.
+    let request = Request::from_parts(parts, body);
+    let mut resp = tokio::time::timeout(route.timeout, upstream.client.send(request))
+        .await
+        .map_err(|_| ProxyError::new(ErrorKind::UpstreamTimeout))??;
+
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        match (
+            downstream_upgrade,
+            resp.extensions_mut().remove::<OnUpgrade>(),
+        ) {
+            (Some(down), Some(up)) => tunnel(ds, down, up),
+            _ => return Err(ProxyError::new(ErrorKind::UpstreamProtocol)),
+        }
+    }
+
+    let (mut head, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut head.headers, switching);
+    head.version = downstream_version;
+    let body = if switching {
+        Body::Empty
+    } else {
+        Body::Upstream(body, picked)
+    };
+    Ok(Response::from_parts(head, body))
+}
+
+/// The `Content-Length` the client declared, if any.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections until either
+/// side closes or the gateway force-closes at the end of a drain.
+fn tunnel(ds: &Downstream, down: OnUpgrade, up: OnUpgrade) {
+    let force_close = ds.shared.force_close.clone();
+    let peer = ds.peer;
+    ds.shared.tasks.spawn(async move {
+        let (down, up) = match tokio::try_join!(down, up) {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::debug!(%peer, error = %err, "upgrade did not complete");
+                return;
+            }
+        };
+        let mut down = TokioIo::new(down);
+        let mut up = TokioIo::new(up);
+        tokio::select! {
+            res = tokio::io::copy_bidirectional(&mut down, &mut up) => {
+                if let Err(err) = res {
+                    tracing::debug!(%peer, error = %err, "tunnel closed with error");
+                }
+            }
+            () = force_close.cancelled() => {}
+        }
+    });
+}

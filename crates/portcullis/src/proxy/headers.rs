@@ -1,0 +1,285 @@
+//! Header handling at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1), the
+//! `X-Forwarded-*` family with trusted proxies, and `x-request-id`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Header carrying the request id, generated when absent and returned to the client.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Longest incoming request id that is kept; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Removes hop-by-hop headers: those named in `Connection`, and the fixed set. When `upgrade`
+/// is true (a protocol upgrade being proxied), `Connection: upgrade` and `Upgrade` are kept.
+/// `TE: trailers` is kept (gRPC needs it); any other `TE` is dropped.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Fields listed in Connection are hop-by-hop too.
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            if upgrade && name == header::UPGRADE {
+                continue;
+            }
+            if name == header::TE {
+                continue; // decided below
+            }
+            headers.remove(&name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+    if headers.contains_key(header::TE) {
+        let trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        headers.remove(header::TE);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// Whether the request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// The client's address as the gateway believes it: the peer, or — when the peer is a trusted
+/// proxy — the right-most untrusted address of `X-Forwarded-For`.
+pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer_ip = peer.ip().to_canonical();
+    if !is_trusted(peer_ip, trusted) {
+        return peer_ip;
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(value) = value.to_str() else {
+            return peer_ip;
+        };
+        for item in value.split(',') {
+            match item.trim().parse::<IpAddr>() {
+                Ok(ip) => chain.push(ip.to_canonical()),
+                Err(_) => return peer_ip,
+            }
+        }
+    }
+    chain
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip, trusted))
+        .or(chain.first())
+        .copied()
+        .unwrap_or(peer_ip)
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// Sets `X-Forwarded-For`/`-Proto`/`-Host` for the upstream request. From a trusted peer the
+/// incoming values are kept (and the peer appended to `For`); from anyone else they are replaced.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    trusted: &[ipnet::IpNet],
+    proto: &'static str,
+    host: Option<&str>,
+) {
+    let peer_ip = peer.ip().to_canonical();
+    let from_trusted = is_trusted(peer_ip, trusted);
+    let peer_text = peer_ip.to_string();
+    let xff = match (from_trusted, joined(headers, &X_FORWARDED_FOR)) {
+        (true, Some(prior)) => format!("{prior}, {peer_text}"),
+        _ => peer_text,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !(from_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(from_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        headers.remove(&X_FORWARDED_HOST);
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let v = v.to_str().ok()?;
+        match &mut out {
+            Some(s) => {
+                s.push_str(", ");
+                s.push_str(v);
+            }
+            None => out = Some(v.to_string()),
+        }
+    }
+    out
+}
+
+/// Keeps a well-formed incoming `x-request-id`, or generates one; returns its value.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&REQUEST_ID) {
+        let ok = !v.is_empty()
+            && v.len() <= MAX_REQUEST_ID_LEN
+            && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if ok {
+            return v.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(REQUEST_ID, id.clone());
+    id
+}
+
+/// A random 128-bit id in the UUID v4 text form.
+fn new_request_id() -> HeaderValue {
+    let bits: u128 = rand::random();
+    let bits = (bits & !(0xF << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let text = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        (bits >> 96) as u32,
+        (bits >> 80) as u16,
+        (bits >> 64) as u16,
+        (bits >> 48) as u16,
+        bits & 0xFFFF_FFFF_FFFF
+    );
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "gzip"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["x-kept"]);
+    }
+
+    #[test]
+    fn te_trailers_and_upgrade_survive_when_wanted() {
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "trailers, deflate"),
+        ]);
+        assert!(is_upgrade_request(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn forwarded_headers_from_untrusted_peer_are_replaced() {
+        let peer: SocketAddr = "203.0.113.9:5000".parse().unwrap();
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+        ]);
+        set_forwarded(&mut h, peer, &[], "http", Some("api.example.com"));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(client_ip(&h, peer, &[]), peer.ip());
+    }
+
+    #[test]
+    fn forwarded_headers_from_trusted_peer_are_appended() {
+        let peer: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = map(&[
+            ("x-forwarded-for", "198.51.100.7, 10.0.0.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert_eq!(
+            client_ip(&h, peer, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        set_forwarded(&mut h, peer, &trusted, "http", Some("a.example"));
+        assert_eq!(h["x-forwarded-for"], "198.51.100.7, 10.0.0.9, 10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.example");
+    }
+
+    #[test]
+    fn garbage_forwarded_for_from_trusted_peer_falls_back_to_peer() {
+        let peer: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = map(&[("x-forwarded-for", "not-an-ip")]);
+        assert_eq!(client_ip(&h, peer, &trusted), peer.ip());
+    }
+
+    #[test]
+    fn request_id_is_kept_when_sane_and_generated_otherwise() {
+        let mut h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        let mut h = map(&[("x-request-id", "has space")]);
+        let id = ensure_request_id(&mut h);
+        assert_ne!(id, "has space");
+        assert_eq!(id.len(), 36);
+        assert_eq!(h["x-request-id"], id);
+        let mut h = HeaderMap::new();
+        let a = ensure_request_id(&mut h);
+        let b = ensure_request_id(&mut HeaderMap::new());
+        assert_ne!(a, b);
+        assert_eq!(&a.to_str().unwrap()[14..15], "4");
+    }
+}

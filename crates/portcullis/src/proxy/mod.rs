@@ -1,0 +1,191 @@
+//! THE request pipeline. `handle` reads top to bottom: route, policies on the request, the
+//! route's action (forward, direct response, redirect), policies on the response, finish.
+//! `docs/request-lifecycle.md` draws the same steps.
+
+pub mod forward;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::app::Shared;
+use crate::body::Body;
+use crate::error::{ErrorKind, ProxyError};
+use crate::policy::Flow;
+use crate::reason;
+use crate::router::{Action, Redirect};
+use crate::runtime::Runtime;
+
+/// One downstream connection, shared by the requests it carries.
+#[derive(Debug)]
+pub struct Downstream {
+    pub shared: Arc<Shared>,
+    /// Index of the listener in the runtime.
+    pub listener: usize,
+    pub peer: SocketAddr,
+    /// `http` (TLS comes later).
+    pub scheme: &'static str,
+    /// Requests on this connection whose response head is not sent yet (idle detection).
+    pub in_flight: AtomicUsize,
+}
+
+/// Counts a request as in flight on its connection until dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one request. Never fails: every error becomes a response with a reason.
+pub async fn handle(
+    ds: Arc<Downstream>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let _in_flight = InFlight::enter(&ds.in_flight);
+    let runtime = ds.shared.runtime.load_full();
+    let (mut parts, body) = req.into_parts();
+    let request_id = headers::ensure_request_id(&mut parts.headers);
+
+    let mut resp = match process(&runtime, &ds, parts, body).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            log_error(&err, &ds, &request_id);
+            error_response(&err, &request_id)
+        }
+    };
+    resp.headers_mut().insert(headers::REQUEST_ID, request_id);
+    Ok(resp)
+}
+
+async fn process(
+    runtime: &Runtime,
+    ds: &Downstream,
+    mut parts: http::request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ProxyError> {
+    // 1. The request must be one we can route at all.
+    if parts.method == Method::CONNECT {
+        return Err(ProxyError::new(ErrorKind::BadRequest));
+    }
+
+    // 2. Route.
+    let route = runtime
+        .router
+        .find(ds.listener, &parts)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+
+    // 3. Policies on the request.
+    for policy in &route.policies {
+        if let Flow::Respond(resp) = policy.on_request(&mut parts) {
+            return Ok(resp);
+        }
+    }
+
+    // 4. The route's action.
+    let resp = match &route.action {
+        Action::Proxy { upstream } => {
+            let upstream = runtime
+                .upstreams
+                .get(*upstream)
+                .ok_or_else(|| ProxyError::new(ErrorKind::Internal))?;
+            let trusted = &runtime.listeners[ds.listener].trusted_proxies;
+            forward::forward(ds, route, upstream, trusted, parts, body).await?
+        }
+        Action::Respond {
+            status,
+            headers,
+            body,
+        } => direct_response(*status, headers, body.clone()),
+        Action::Redirect(redirect) => redirect_response(redirect, &parts, ds.scheme),
+    };
+
+    // 5. Policies on the response.
+    let (mut head, body) = resp.into_parts();
+    for policy in &route.policies {
+        policy.on_response(&mut head);
+    }
+    Ok(Response::from_parts(head, body))
+}
+
+fn direct_response(status: StatusCode, headers: &http::HeaderMap, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers.clone();
+    resp.headers_mut().insert(
+        reason::HEADER,
+        HeaderValue::from_static(reason::DIRECT_RESPONSE),
+    );
+    resp
+}
+
+fn redirect_response(
+    redirect: &Redirect,
+    parts: &http::request::Parts,
+    scheme: &str,
+) -> Response<Body> {
+    let location = redirect.location(parts, scheme);
+    let body = serde_json::json!({ "reason": reason::REDIRECT, "location": location });
+    let mut resp = Response::new(Body::full(body.to_string()));
+    *resp.status_mut() = redirect.status;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(reason::HEADER, HeaderValue::from_static(reason::REDIRECT));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The response for a failure: its status, the reason in a header and a small JSON body.
+pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<Body> {
+    let (status, reason) = err.status_and_reason();
+    let body = serde_json::json!({
+        "reason": reason,
+        "status": status.as_u16(),
+        "request_id": request_id.to_str().unwrap_or(""),
+    });
+    let mut resp = Response::new(Body::full(body.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(reason::HEADER, HeaderValue::from_static(reason));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn log_error(err: &ProxyError, ds: &Downstream, request_id: &HeaderValue) {
+    let (status, reason) = err.status_and_reason();
+    let side = err.side();
+    match side {
+        crate::error::Side::Downstream => tracing::debug!(
+            peer = %ds.peer, status = status.as_u16(), reason, ?side, request_id = ?request_id,
+            error = %err, "request refused"
+        ),
+        _ => tracing::warn!(
+            peer = %ds.peer, status = status.as_u16(), reason, ?side, request_id = ?request_id,
+            error = %err, "request failed"
+        ),
+    }
+}
