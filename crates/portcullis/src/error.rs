@@ -82,15 +82,18 @@ impl ProxyError {
             ErrorKind::NoHealthyUpstream => {
                 (StatusCode::SERVICE_UNAVAILABLE, reason::NO_HEALTHY_UPSTREAM)
             }
-            ErrorKind::UpstreamConnect => (StatusCode::BAD_GATEWAY, reason::UPSTREAM_CONNECT_FAILED),
+            ErrorKind::UpstreamConnect => {
+                (StatusCode::BAD_GATEWAY, reason::UPSTREAM_CONNECT_FAILED)
+            }
             ErrorKind::UpstreamTimeout => (StatusCode::GATEWAY_TIMEOUT, reason::UPSTREAM_TIMEOUT),
             ErrorKind::UpstreamReset => (StatusCode::BAD_GATEWAY, reason::UPSTREAM_RESET),
             ErrorKind::UpstreamProtocol => {
                 (StatusCode::BAD_GATEWAY, reason::UPSTREAM_PROTOCOL_ERROR)
             }
-            ErrorKind::RequestBodyTooLarge => {
-                (StatusCode::PAYLOAD_TOO_LARGE, reason::REQUEST_BODY_TOO_LARGE)
-            }
+            ErrorKind::RequestBodyTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                reason::REQUEST_BODY_TOO_LARGE,
+            ),
             ErrorKind::BadRequest => (StatusCode::BAD_REQUEST, reason::BAD_REQUEST),
             // Nobody reads this answer; 499 as nginx logs it.
             ErrorKind::DownstreamAborted => (
@@ -131,7 +134,11 @@ mod tests {
             (ErrorKind::UpstreamConnect, 502, "upstream_connect_failed"),
             (ErrorKind::UpstreamTimeout, 504, "upstream_timeout"),
             (ErrorKind::NoHealthyUpstream, 503, "no_healthy_upstream"),
-            (ErrorKind::RequestBodyTooLarge, 413, "request_body_too_large"),
+            (
+                ErrorKind::RequestBodyTooLarge,
+                413,
+                "request_body_too_large",
+            ),
         ];
         for (kind, status, reason) in cases {
             let (s, r) = ProxyError::new(kind).status_and_reason();

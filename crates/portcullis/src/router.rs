@@ -18,7 +18,9 @@ use crate::policy::Policy;
 #[derive(Debug)]
 pub enum Action {
     /// Forward to `upstreams[upstream]` of the runtime.
-    Proxy { upstream: usize },
+    Proxy {
+        upstream: usize,
+    },
     Respond {
         status: StatusCode,
         headers: HeaderMap,

@@ -9,7 +9,10 @@ use crate::policy::Flow;
 pub struct PathRewriter {}
 
 impl PathRewriter {
-    pub fn compile(_rewrite: &PathRewrite, _path_match: Option<&PathMatch>) -> anyhow::Result<Self> {
+    pub fn compile(
+        _rewrite: &PathRewrite,
+        _path_match: Option<&PathMatch>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {})
     }
 

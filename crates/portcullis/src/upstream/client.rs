@@ -40,7 +40,10 @@ impl UpstreamClient {
     }
 
     /// Sends one request; the URI must carry the endpoint's authority.
-    pub async fn send(&self, req: http::Request<Body>) -> Result<http::Response<Incoming>, ProxyError> {
+    pub async fn send(
+        &self,
+        req: http::Request<Body>,
+    ) -> Result<http::Response<Incoming>, ProxyError> {
         self.inner.request(req).await.map_err(classify)
     }
 }
