@@ -1,6 +1,11 @@
 //! Black-box tests of the `portcullis` binary: `check`, `schema`, `run` refusing a config,
 //! `--version`.
 
+#![allow(
+    clippy::expect_used,
+    reason = "helpers outside #[test] fns fail the test on setup errors"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -136,7 +136,8 @@ fn value_match(path: &str, v: &ValueMatch, p: &mut Problems) {
     }
 }
 
-/// A route host: an exact name or `*.` + name; lower or upper case; no port, no spaces.
+/// A route host: an exact name or `*.` + name, lower case (request hosts are lower-cased
+/// before matching); no port, no spaces.
 fn route_host(host: &str) -> Result<(), String> {
     if host.contains(':') {
         return Err(format!(
@@ -153,6 +154,10 @@ fn route_host(host: &str) -> Result<(), String> {
         return Err(format!(
             "\"{host}\" is not a valid host name (letters, digits, '-', '_' and dots; no spaces)"
         ));
+    }
+    let lower = host.to_ascii_lowercase();
+    if lower != host {
+        return Err(format!("\"{host}\" must be lower case (\"{lower}\")"));
     }
     Ok(())
 }

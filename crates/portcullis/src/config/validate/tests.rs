@@ -235,7 +235,7 @@ listeners: [{ name: public, address: "127.0.0.1:8080" }]
 routes:
   - name: m
     match:
-      hosts: ["api.example.com", "*.example.com", "a.com:80", "a b.com", "*", "x.*.com", ""]
+      hosts: ["api.example.com", "*.example.com", "a.com:80", "a b.com", "*", "x.*.com", "", "API.example.com"]
       path: { exact: "no-slash" }
       methods: [GET, get, "GE T", ""]
       headers:
@@ -264,6 +264,7 @@ routes:
             "routes[0].match.hosts[4]: \"*\": a wildcard is only allowed as a leading \"*.\" (e.g. \"*.example.com\")",
             "routes[0].match.hosts[5]: \"x.*.com\": a wildcard is only allowed as a leading \"*.\" (e.g. \"*.example.com\")",
             "routes[0].match.hosts[6]: \"\" is not a valid host name (letters, digits, '-', '_' and dots; no spaces)",
+            "routes[0].match.hosts[7]: \"API.example.com\" must be lower case (\"api.example.com\")",
             "routes[0].match.path.exact: \"no-slash\" must start with '/'",
             "routes[0].match.methods[1]: \"get\" must be upper case (\"GET\"); methods are case-sensitive",
             "routes[0].match.methods[2]: \"GE T\" is not a valid HTTP method",
