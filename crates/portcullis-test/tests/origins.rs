@@ -337,7 +337,6 @@ fn gateway_config_parses_listeners() {
 }
 
 #[test]
-#[ignore = "config::env::substitute is still a stub in the gateway crate"]
 fn gateway_config_substitutes_vars() {
     let vars = HashMap::from([("PORT".to_owned(), "0".to_owned())]);
     let config = portcullis_test::gateway::parse_config(
