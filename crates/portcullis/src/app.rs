@@ -167,12 +167,19 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A tokio multi-thread runtime builder with `worker_threads` workers (0 = one per core).
+/// The tokio runtime for `worker_threads` workers: one worker gets the current-thread
+/// scheduler (no work-stealing bookkeeping; the bench's one-core setup), more get the
+/// multi-thread scheduler, 0 means one worker per core.
 pub fn runtime_builder(worker_threads: usize) -> tokio::runtime::Builder {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
+    let mut b = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if worker_threads > 1 {
+            b.worker_threads(worker_threads);
+        }
+        b
+    };
     b.enable_all();
-    if worker_threads > 0 {
-        b.worker_threads(worker_threads);
-    }
     b
 }
