@@ -2,6 +2,12 @@
 //! query and listener matching; route precedence; direct responses, redirects and proxying;
 //! path rewrites; request and response header edits; the 404 `no_route` answer.
 
+#![allow(
+    clippy::expect_used,
+    clippy::panic,
+    reason = "helpers outside #[test] fns fail the test on setup errors"
+)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
