@@ -14,6 +14,8 @@ fn portcullis(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
         .env_remove("PORTCULLIS_PUBLIC_ADDR")
+        .env_remove("PORTCULLIS_DEMO_ADDR")
+        .env_remove("PORTCULLIS_ADMIN_ADDR")
         .env_remove("PORTCULLIS_CONFIG")
         .output()
         .expect("run portcullis")

@@ -43,14 +43,14 @@ pub async fn forward(
         None
     };
 
-    // The host the client asked for, as it wrote it (port included).
-    let original_host: Option<HeaderValue> =
-        parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+    // The host the client asked for, as it wrote it (port included). Like the router, the
+    // target's authority (HTTP/2 `:authority`, HTTP/1.1 absolute form) wins over `Host`
+    // (RFC 9112 §3.2.2), so the upstream is told the host the route was chosen for.
+    let original_host: Option<HeaderValue> = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .or_else(|| parts.headers.get(header::HOST).cloned());
     let client_ip = headers::client_ip(&parts.headers, ds.peer, trusted);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(
