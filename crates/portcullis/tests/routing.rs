@@ -815,3 +815,38 @@ async fn no_route_is_404_with_a_json_reason() {
     assert_eq!(routed_to(&resp, "only").as_deref(), Some("only"));
     assert_eq!(f.origin("only").hits(), 1);
 }
+
+/// `/api/../admin` must not be served by the `/api` route: the path is normalised before
+/// routing, and the upstream receives the normalised path.
+#[tokio::test]
+async fn dot_segments_cannot_escape_a_prefix_route() {
+    let api = Origin::start_named("api", Behavior::Echo).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+admin: {{ enabled: false }}
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+upstreams: [{{ name: api, endpoints: [{{ address: "{}" }}] }}]
+routes:
+  - name: api
+    match: {{ path: {{ prefix: /api }} }}
+    action: {{ proxy: {{ upstream: api }} }}
+"#,
+        api.addr()
+    ))
+    .await;
+    let addr = gw.addr("main");
+    for target in ["/api/../admin", "/api/%2e%2e/admin", "/api/./../admin"] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let resp = send_raw(addr, raw.as_bytes(), Duration::from_secs(5)).await;
+        assert_eq!(
+            portcullis_test::raw::status_of(&resp),
+            Some(404),
+            "{target}"
+        );
+    }
+    let raw = b"GET /api/v1/../users?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let resp = send_raw(addr, raw, Duration::from_secs(5)).await;
+    assert_eq!(portcullis_test::raw::status_of(&resp), Some(200));
+    assert_eq!(api.requests()[0].path_and_query(), "/api/users?x=1");
+    gw.shutdown().await;
+}

@@ -4,6 +4,7 @@
 
 pub mod forward;
 pub mod headers;
+pub mod path;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -84,7 +85,8 @@ async fn process(
         return Err(ProxyError::new(ErrorKind::BadRequest));
     }
 
-    // 2. Route.
+    // 2. Route, on the normalised path (the upstream gets the same one).
+    path::normalize(&mut parts.uri);
     let route = runtime
         .router
         .find(ds.listener, &parts)
