@@ -446,6 +446,34 @@ async fn all_endpoints_unhealthy_gives_503_no_healthy_upstream() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn health_checks_work_on_an_http2_upstream() {
+    portcullis_test::init_tracing();
+    let a = Origin::start_named("a", Behavior::Echo).await;
+    let b = Origin::start_named("b", Behavior::Echo).await;
+    let gw = TestGateway::start(&config(&format!(
+        "protocol: http2\n    endpoints: {}{HEALTH_CHECK}",
+        endpoints(&[(&a, 1), (&b, 1)])
+    )))
+    .await;
+    let client = TestClient::http1();
+    wait_until("checks on b", || healthz(&b) >= 2).await;
+    assert!(b
+        .requests()
+        .iter()
+        .all(|r| r.version == http::Version::HTTP_2));
+    let n0 = healthz(&b);
+    b.set_status(500);
+    wait_until("b out of rotation", || healthz(&b) > n0 + 3).await;
+    for _ in 0..6 {
+        let resp = get(&client, &gw, "/app").await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.header("x-origin"), Some("a"));
+        assert_eq!(resp.json()["version"], "HTTP/2.0");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn unreachable_endpoint_is_taken_out_by_health_checks() {
     portcullis_test::init_tracing();
     let a = Origin::start_named("a", Behavior::Echo).await;
