@@ -2,6 +2,8 @@
 //! cases (a streamed upstream body, a small gateway-made body) cost no allocation.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -89,6 +91,7 @@ pub struct LimitedIncoming {
     inner: Incoming,
     remaining: u64,
     limit: u64,
+    exceeded: Arc<AtomicBool>,
 }
 
 impl LimitedIncoming {
@@ -97,7 +100,15 @@ impl LimitedIncoming {
             inner,
             remaining: limit,
             limit,
+            exceeded: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// A flag that turns true when the body goes over its limit. The sender keeps it: how the
+    /// body error surfaces from the upstream client depends on the protocol (over HTTP/2 it
+    /// becomes a stream reset that no longer carries `BodyTooLarge`).
+    pub fn exceeded_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.exceeded)
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -107,6 +118,7 @@ impl LimitedIncoming {
                     let len = data.len() as u64;
                     if len > self.remaining {
                         self.remaining = 0;
+                        self.exceeded.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
                             limit: self.limit,
                         }))));

@@ -33,6 +33,7 @@ pub(crate) async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let id = shared.log.push_head(&parts);
+    let head_request = parts.method == http::Method::HEAD;
     let req = Request::from_parts(parts, body);
     let mut response = match shared.status_override() {
         Some(code) => {
@@ -41,10 +42,29 @@ pub(crate) async fn handle(
         }
         None => respond(shared.clone(), shared.behavior.clone(), id, req).await,
     };
+    if head_request {
+        response = without_body(response);
+    }
     if let Ok(name) = HeaderValue::from_str(&shared.name) {
         response.headers_mut().insert("x-origin", name);
     }
     Ok(response)
+}
+
+/// The answer to a HEAD request: the GET headers (length included) and no body. hyper drops
+/// the body itself over HTTP/1.1 but sends it over HTTP/2, which is a protocol error there.
+fn without_body(response: Response<ResponseBody>) -> Response<ResponseBody> {
+    use http_body::Body as _;
+    let (mut parts, body) = response.into_parts();
+    if let Some(len) = body.size_hint().exact() {
+        if !body.is_end_stream() {
+            parts
+                .headers
+                .entry(http::header::CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(len));
+        }
+    }
+    Response::from_parts(parts, empty())
 }
 
 fn respond(

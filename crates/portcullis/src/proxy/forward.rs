@@ -2,6 +2,7 @@
 //! send with the route's timeout, and hand back the streamed response. Protocol upgrades
 //! (WebSocket and others) become a bidirectional byte tunnel once both sides said 101.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -98,17 +99,27 @@ pub async fn forward(
         UpstreamProtocol::Http1 => Version::HTTP_11,
         UpstreamProtocol::Http2 => Version::HTTP_2,
     };
+    let mut body_exceeded = None;
     let body = if body.is_end_stream() {
         Body::Empty
     } else {
-        Body::Limited(LimitedIncoming::new(body, route.max_request_body))
+        let limited = LimitedIncoming::new(body, route.max_request_body);
+        body_exceeded = Some(limited.exceeded_flag());
+        Body::Limited(limited)
     };
 
     // Send, bounded by the route's timeout until the response head arrives.
     let request = Request::from_parts(parts, body);
-    let mut resp = tokio::time::timeout(route.timeout, upstream.client.send(request))
+    let sent = tokio::time::timeout(route.timeout, upstream.client.send(request))
         .await
-        .map_err(|_| ProxyError::new(ErrorKind::UpstreamTimeout))??;
+        .map_err(|_| ProxyError::new(ErrorKind::UpstreamTimeout))?;
+    let mut resp = match sent {
+        // The send failed because the body went over its limit, whatever the client made of it.
+        Err(err) if body_exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) => {
+            return Err(ProxyError::with_source(ErrorKind::RequestBodyTooLarge, err));
+        }
+        sent => sent?,
+    };
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {

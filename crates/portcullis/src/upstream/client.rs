@@ -54,12 +54,18 @@ fn classify(err: hyper_util::client::legacy::Error) -> ProxyError {
         return ProxyError::with_source(ErrorKind::UpstreamConnect, err);
     }
     // A request-body failure (client went away, or the body passed its ceiling) is not the
-    // upstream's fault.
+    // upstream's fault. The ceiling is looked for along the whole chain first: it sits below
+    // hyper's "user body" error, which would otherwise read as the client going away.
+    let chain = || {
+        std::iter::successors(std::error::Error::source(&err), |e| {
+            (*e as &(dyn std::error::Error + 'static)).source()
+        })
+    };
+    if chain().any(|e| e.is::<crate::body::BodyTooLarge>()) {
+        return ProxyError::with_source(ErrorKind::RequestBodyTooLarge, err);
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&err);
     while let Some(e) = source {
-        if e.is::<crate::body::BodyTooLarge>() {
-            return ProxyError::with_source(ErrorKind::RequestBodyTooLarge, err);
-        }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_user() {
                 return ProxyError::with_source(ErrorKind::DownstreamAborted, err);
