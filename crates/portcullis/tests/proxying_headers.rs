@@ -311,10 +311,6 @@ async fn host_header_modes_set_the_host_an_h1_upstream_sees() {
 }
 
 #[tokio::test]
-#[ignore = "gateway limitation: to an HTTP/2 upstream :authority is always the endpoint address \
-            (hyper-util's pooled client takes it from the URI it connects to) while Host carries \
-            the host_header value, so they disagree (RFC 9113 8.3.1: malformed) and \
-            pass_through/rewrite do not reach an :authority-routing origin"]
 async fn host_header_modes_set_the_host_an_h2_upstream_sees() {
     bounded(assert_host_header_modes(true)).await;
 }

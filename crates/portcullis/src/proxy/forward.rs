@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use super::headers;
 use super::Downstream;
 use crate::body::{Body, LimitedIncoming};
-use crate::config::schema::{HostHeader, UpstreamProtocol};
+use crate::config::schema::HostHeader;
 use crate::error::{ErrorKind, ProxyError};
 use crate::router::Route;
 use crate::upstream::{lb, Upstream};
@@ -70,18 +70,13 @@ pub async fn forward(
         .pick(hash)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoHealthyUpstream))?;
 
-    // The head for this hop.
-    let path_and_query = parts
+    // The head for this hop: the client sends it to the endpoint (see `UpstreamClient::send`).
+    parts.uri = parts
         .uri
         .path_and_query()
         .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(picked.endpoint.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|e| ProxyError::with_source(ErrorKind::BadRequest, e))?;
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+        .into();
     let host = match &route.host_header {
         HostHeader::PassThrough => original_host,
         HostHeader::Endpoint => HeaderValue::from_str(picked.endpoint.authority.as_str()).ok(),
@@ -95,10 +90,6 @@ pub async fn forward(
             parts.headers.remove(header::HOST);
         }
     }
-    parts.version = match upstream.protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::Http2 => Version::HTTP_2,
-    };
     let mut body_exceeded = None;
     let body = if body.is_end_stream() {
         Body::Empty
@@ -110,9 +101,12 @@ pub async fn forward(
 
     // Send, bounded by the route's timeout until the response head arrives.
     let request = Request::from_parts(parts, body);
-    let sent = tokio::time::timeout(route.timeout, upstream.client.send(request))
-        .await
-        .map_err(|_| ProxyError::new(ErrorKind::UpstreamTimeout))?;
+    let sent = tokio::time::timeout(
+        route.timeout,
+        upstream.client.send(&picked.endpoint, request),
+    )
+    .await
+    .map_err(|_| ProxyError::new(ErrorKind::UpstreamTimeout))?;
     let mut resp = match sent {
         // The send failed because the body went over its limit, whatever the client made of it.
         Err(err) if body_exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) => {

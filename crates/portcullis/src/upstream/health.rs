@@ -282,11 +282,12 @@ async fn probe(upstream: &Upstream, endpoint: &Endpoint, check: &HealthCheck) ->
         Err(e) => return Outcome::Error(e.to_string()),
     };
     let deadline = tokio::time::Instant::now() + check.timeout;
-    let response = match tokio::time::timeout_at(deadline, upstream.client.send(request)).await {
-        Err(_) => return Outcome::Timeout(check.timeout),
-        Ok(Err(e)) => return Outcome::Error(e.to_string()),
-        Ok(Ok(r)) => r,
-    };
+    let response =
+        match tokio::time::timeout_at(deadline, upstream.client.send(endpoint, request)).await {
+            Err(_) => return Outcome::Timeout(check.timeout),
+            Ok(Err(e)) => return Outcome::Error(e.to_string()),
+            Ok(Ok(r)) => r,
+        };
     let status = response.status();
     // Read a bounded amount of the body so the pooled connection can be reused; the verdict
     // is the status either way.

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod dns;
+pub mod h2pool;
 pub mod health;
 pub mod lb;
 
