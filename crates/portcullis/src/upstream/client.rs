@@ -19,7 +19,7 @@ use crate::error::{ErrorKind, ProxyError};
 
 #[derive(Debug)]
 pub enum UpstreamClient {
-    Http1(Client<HttpConnector, Body>),
+    Http1(Box<Client<HttpConnector, Body>>),
     Http2(H2Pool),
 }
 
@@ -38,7 +38,7 @@ impl UpstreamClient {
                     .pool_idle_timeout(pool.idle_timeout)
                     .pool_max_idle_per_host(pool.max_idle_per_endpoint)
                     .set_host(false);
-                UpstreamClient::Http1(builder.build(connector))
+                UpstreamClient::Http1(Box::new(builder.build(connector)))
             }
             UpstreamProtocol::Http2 => UpstreamClient::Http2(H2Pool::new(pool.connect_timeout)),
         }
