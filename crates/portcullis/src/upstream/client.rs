@@ -62,7 +62,9 @@ fn classify(err: hyper_util::client::legacy::Error) -> ProxyError {
         }
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_user() {
-                return ProxyError::with_source(ErrorKind::DownstreamAborted, err);
+                // The request body failed; what made it fail lies further down the chain.
+                let kind = request_body_error(e);
+                return ProxyError::with_source(kind, err);
             }
             if h.is_parse() {
                 return ProxyError::with_source(ErrorKind::UpstreamProtocol, err);
@@ -71,4 +73,25 @@ fn classify(err: hyper_util::client::legacy::Error) -> ProxyError {
         source = e.source();
     }
     ProxyError::with_source(ErrorKind::UpstreamReset, err)
+}
+
+/// Why the client's request body failed: over its ceiling (413), malformed framing such as a
+/// bad chunk size (400), or anything else, e.g. the client went away mid-body (499).
+fn request_body_error(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.is::<crate::body::BodyTooLarge>() {
+            return ErrorKind::RequestBodyTooLarge;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            ) {
+                return ErrorKind::BadRequest;
+            }
+        }
+        source = e.source();
+    }
+    ErrorKind::DownstreamAborted
 }
