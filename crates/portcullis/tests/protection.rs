@@ -2,6 +2,11 @@
 //! slowloris, idle keep-alive, `max_connections`, HTTP/2 stream limits and rapid reset, and a
 //! seeded fuzz run. Every test ends by checking that a normal request is still served.
 
+#![allow(
+    clippy::expect_used,
+    reason = "helpers outside #[test] fns fail the test on setup errors"
+)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Once;
@@ -26,7 +31,11 @@ async fn gateway(origin: SocketAddr, limits: &str) -> TestGateway {
 }
 
 /// Like `gateway`, with the proxied route's `timeout`.
-async fn gateway_with_timeout(origin: SocketAddr, limits: &str, route_timeout: &str) -> TestGateway {
+async fn gateway_with_timeout(
+    origin: SocketAddr,
+    limits: &str,
+    route_timeout: &str,
+) -> TestGateway {
     portcullis_test::init_tracing();
     count_panics();
     TestGateway::start(&format!(
@@ -328,13 +337,7 @@ async fn slowloris_is_disconnected_after_the_header_read_timeout() {
     let started = Instant::now();
     let res = timeout(
         Duration::from_secs(3),
-        raw::slow_write(
-            gw.addr("main"),
-            request,
-            2,
-            Duration::from_millis(50),
-            WAIT,
-        ),
+        raw::slow_write(gw.addr("main"), request, 2, Duration::from_millis(50), WAIT),
     )
     .await
     .expect("slow_write bounded");
@@ -499,7 +502,9 @@ async fn h2_advertises_max_concurrent_streams() {
     .expect("response in time");
     assert_eq!(status, 200);
     assert_eq!(conn.max_concurrent_send_streams(), 7);
+    // Nobody polls this connection any more: close it, or the drain would wait for it.
     drop(send);
+    drop(conn);
     assert_serves(&gw).await;
     gw.shutdown().await;
 }
@@ -560,7 +565,17 @@ fn fuzz_inputs(seed: u64, count: usize) -> Vec<Vec<u8>> {
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
     ];
     let interesting: &[&[u8]] = &[
-        b"\r\n", b"\n", b":", b" ", b"\0", b"\xff", b"%", b"HTTP/1.1", b"chunked", b"-1", b"\t",
+        b"\r\n",
+        b"\n",
+        b":",
+        b" ",
+        b"\0",
+        b"\xff",
+        b"%",
+        b"HTTP/1.1",
+        b"chunked",
+        b"-1",
+        b"\t",
     ];
     let mut rng = StdRng::seed_from_u64(seed);
     (0..count)
@@ -632,4 +647,3 @@ async fn fuzzed_requests_never_break_the_gateway() {
     assert_serves(&gw).await;
     gw.shutdown().await;
 }
-
