@@ -156,6 +156,9 @@ async fn serve_connection(
     let mut last_seen = activity.load(Ordering::Relaxed);
     let mut quiet_checks = 0;
     let mut closing = false;
+    // Closing because idle: a peer that ignores the graceful close (an HTTP/2 client that
+    // never acknowledges the GOAWAY's PING) is dropped after one more quiet idle timeout.
+    let mut idle_closing = false;
     let mut ticker = tokio::time::interval(check_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -167,15 +170,21 @@ async fn serve_connection(
                 }
                 break;
             }
-            _ = ticker.tick(), if !closing => {
+            _ = ticker.tick(), if !closing || idle_closing => {
                 let now_seen = activity.load(Ordering::Relaxed);
                 let busy = conn_state.in_flight.load(Ordering::Relaxed) > 0;
                 if now_seen == last_seen && !busy {
                     quiet_checks += 1;
+                    if quiet_checks >= IDLE_CHECKS && idle_closing {
+                        tracing::debug!(%peer, "idle connection ignored the close; dropping it");
+                        break;
+                    }
                     if quiet_checks >= IDLE_CHECKS {
                         tracing::debug!(%peer, "closing idle connection");
                         conn.as_mut().graceful_shutdown();
                         closing = true;
+                        idle_closing = true;
+                        quiet_checks = 0;
                     }
                 } else {
                     last_seen = now_seen;

@@ -118,7 +118,21 @@ pub(crate) fn classify_chain(source: Option<&(dyn std::error::Error + 'static)>)
     for e in chain() {
         if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_user() {
-                return ErrorKind::DownstreamAborted;
+                // The request body failed: malformed framing such as a bad chunk size (400),
+                // or anything else, e.g. the client went away mid-body (499).
+                let malformed = std::iter::successors(e.source(), |e| e.source()).any(|e| {
+                    e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                        matches!(
+                            io.kind(),
+                            std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+                        )
+                    })
+                });
+                return if malformed {
+                    ErrorKind::BadRequest
+                } else {
+                    ErrorKind::DownstreamAborted
+                };
             }
             if h.is_parse() {
                 return ErrorKind::UpstreamProtocol;
