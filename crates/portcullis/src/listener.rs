@@ -121,12 +121,12 @@ pub fn spawn_accept_loop(
                 peer,
                 scheme: "http",
                 in_flight: AtomicUsize::new(0),
+                connection_slot: std::sync::Mutex::new(Some(permit)),
             });
             let builder = builder.clone();
             let stop = stop.clone();
             shared.tasks.spawn(async move {
                 serve_connection(stream, ds, &builder, idle, stop).await;
-                drop(permit);
             });
         }
         tracing::debug!(listener = %name, "stopped accepting");

@@ -206,3 +206,39 @@ async fn websocket_handshake_refused_by_the_origin_reaches_the_client() {
     })
     .await;
 }
+
+/// An open tunnel still holds its connection's place under `max_connections`: with a limit of
+/// one, a second client waits until the WebSocket closes.
+#[tokio::test]
+async fn open_tunnel_counts_against_max_connections() {
+    bounded(async {
+        let origin = Origin::start(Behavior::WebSocketEcho).await;
+        let gw = Setup::new(origin.addr())
+            .listener("limits: { max_connections: 1 }")
+            .start()
+            .await;
+        let mut ws = ws_connect(&gw.ws_url("main", "/chat")).await;
+        ws.send(Message::text("hold")).await.unwrap();
+        assert_eq!(next_message(&mut ws).await, Message::text("hold"));
+
+        let second = tokio::spawn(portcullis_test::raw::send_raw(
+            gw.addr("main"),
+            b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(5),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "served while the tunnel held the only slot"
+        );
+
+        ws.close(None).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+        drop(ws);
+        // Served now: the WebSocket-only origin answers a plain GET with its own 400.
+        let resp = String::from_utf8_lossy(&second.await.unwrap()).into_owned();
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+        assert!(resp.contains("websocket upgrade expected"), "{resp}");
+    })
+    .await;
+}

@@ -153,7 +153,14 @@ fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
 fn tunnel(ds: &Downstream, down: OnUpgrade, up: OnUpgrade) {
     let force_close = ds.shared.force_close.clone();
     let peer = ds.peer;
+    // The tunnel keeps counting against max_connections for as long as it is open.
+    let slot = ds
+        .connection_slot
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     ds.shared.tasks.spawn(async move {
+        let _slot = slot;
         let (down, up) = match tokio::try_join!(down, up) {
             Ok(pair) => pair,
             Err(err) => {

@@ -35,6 +35,9 @@ pub struct Downstream {
     pub scheme: &'static str,
     /// Requests on this connection whose response head is not sent yet (idle detection).
     pub in_flight: AtomicUsize,
+    /// This connection's place under the listener's `max_connections`; released when the
+    /// connection ends, or taken over by a tunnel when the connection is upgraded.
+    pub connection_slot: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// Counts a request as in flight on its connection until dropped.
