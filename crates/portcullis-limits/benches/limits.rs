@@ -38,8 +38,8 @@ fn limit() -> Limit {
 }
 
 fn ours_keyed() -> MemoryStore {
-    // Room for every bench key, as governor's map grows to hold them.
-    MemoryStore::new(limit(), 16 * MANY as usize)
+    // Room for every bench key (4x headroom), as governor's map grows to hold them.
+    MemoryStore::new(limit(), 4 * MANY as usize)
 }
 
 fn ours_direct() -> DirectGcra {
@@ -57,7 +57,11 @@ fn single_thread(c: &mut Criterion) {
 
     let store = ours_keyed();
     g.bench_function("portcullis/one_key", |b| {
-        b.iter(|| store.acquire(HASHER.key_of(black_box(&42u64)), Request::new(NOW)))
+        b.iter(|| {
+            store
+                .acquire(HASHER.key_of(black_box(&42u64)), Request::new(NOW))
+                .is_allowed()
+        })
     });
     let gov = RateLimiter::dashmap_with_clock(gov_quota(), FakeRelativeClock::default());
     g.bench_function("governor/one_key", |b| {
@@ -69,7 +73,9 @@ fn single_thread(c: &mut Criterion) {
     g.bench_function("portcullis/many_keys", |b| {
         b.iter(|| {
             i = (i + 1) % MANY;
-            store.acquire(HASHER.key_of(&i), Request::new(NOW))
+            store
+                .acquire(HASHER.key_of(&i), Request::new(NOW))
+                .is_allowed()
         })
     });
     let gov = RateLimiter::dashmap_with_clock(gov_quota(), FakeRelativeClock::default());
@@ -94,7 +100,7 @@ fn single_thread(c: &mut Criterion) {
     g.bench_function("portcullis/direct_real_clock", |b| {
         b.iter(|| {
             let now = Nanos::from_duration(start.elapsed());
-            direct.acquire(Request::new(now))
+            direct.acquire(Request::new(now)).is_allowed()
         })
     });
     let gov = RateLimiter::direct(gov_quota());
@@ -133,7 +139,11 @@ fn two_threads(c: &mut Criterion) {
     g.bench_function("portcullis/one_key", |b| {
         b.iter_custom(|n| {
             contended(n, &|_, _| {
-                black_box(store.acquire(HASHER.key_of(&42u64), Request::new(NOW)));
+                black_box(
+                    store
+                        .acquire(HASHER.key_of(&42u64), Request::new(NOW))
+                        .is_allowed(),
+                );
             })
         })
     });
@@ -151,7 +161,11 @@ fn two_threads(c: &mut Criterion) {
         b.iter_custom(|n| {
             contended(n, &|t, i| {
                 let k = (i + t * MANY / 2) % MANY;
-                black_box(store.acquire(HASHER.key_of(&k), Request::new(NOW)));
+                black_box(
+                    store
+                        .acquire(HASHER.key_of(&k), Request::new(NOW))
+                        .is_allowed(),
+                );
             })
         })
     });
@@ -169,7 +183,7 @@ fn two_threads(c: &mut Criterion) {
     g.bench_function("portcullis/direct", |b| {
         b.iter_custom(|n| {
             contended(n, &|_, _| {
-                black_box(direct.acquire(Request::new(NOW)));
+                black_box(direct.acquire(Request::new(NOW)).is_allowed());
             })
         })
     });

@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::decision::Decision;
-use crate::limit::{Algorithm, Limit, LimitError, Request, State};
+use crate::gcra;
+use crate::limit::{Algorithm, Limit, LimitError, Request};
 
 /// A single GCRA limiter whose whole state is one TAT in an `AtomicU64`.
 #[derive(Debug)]
@@ -32,20 +33,22 @@ impl DirectGcra {
     }
 
     /// Decide `request`, consuming its cost when allowed or delayed.
+    #[inline]
     pub fn acquire(&self, request: Request) -> Decision {
+        // Only the TAT arithmetic runs inside the CAS loop; the headers are built once.
         let mut current = self.tat.load(Ordering::Acquire);
         loop {
-            let (next, decision) = self.limit.transition(State { w0: current, w1: 0 }, request);
-            if next.w0 == current {
-                return decision;
+            let step = gcra::step(&self.limit, current, request);
+            if step.tat == current {
+                return gcra::decision(&self.limit, step, request.now.0);
             }
             match self.tat.compare_exchange_weak(
                 current,
-                next.w0,
+                step.tat,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return decision,
+                Ok(_) => return gcra::decision(&self.limit, step, request.now.0),
                 Err(actual) => current = actual,
             }
         }

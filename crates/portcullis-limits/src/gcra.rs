@@ -23,43 +23,83 @@ use std::time::Duration;
 use crate::decision::{Decision, Outcome};
 use crate::limit::{Limit, Request, State};
 
-pub(crate) fn transition(limit: &Limit, state: State, req: Request) -> (State, Decision) {
+/// The state-changing half of the transition: what happens to a TAT, without building the
+/// headers. `DirectGcra` runs only this inside its CAS loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Step {
+    /// The TAT to store (unchanged when refused).
+    pub(crate) tat: u64,
+    pub(crate) outcome: Outcome,
+    /// For `Denied`: the wait that would have been needed.
+    pub(crate) retry_after: Option<u64>,
+}
+
+#[inline]
+pub(crate) fn step(limit: &Limit, tat: u64, req: Request) -> Step {
     let now = req.now.0;
     let interval = limit.interval_ns();
-    let capacity = interval.saturating_mul(u64::from(limit.burst()));
-    let tat = state.w0;
-
-    let decide = |tat_after: u64, outcome: Outcome, retry_after: Option<u64>| {
-        let effective = tat_after.max(now);
-        let free = now.saturating_add(capacity).saturating_sub(effective);
-        let remaining = u32::try_from(free / interval.max(1)).unwrap_or(u32::MAX);
-        Decision {
-            outcome,
-            limit: limit.burst(),
-            remaining: remaining.min(limit.burst()),
-            reset_after: Duration::from_nanos(effective - now),
-            retry_after: retry_after.map(Duration::from_nanos),
-        }
-    };
-
     if req.cost > limit.burst() {
-        return (state, decide(tat, Outcome::CostExceedsLimit, None));
+        return Step {
+            tat,
+            outcome: Outcome::CostExceedsLimit,
+            retry_after: None,
+        };
     }
     let new_tat = tat
         .max(now)
         .saturating_add(u64::from(req.cost).saturating_mul(interval));
-    let wait = new_tat.saturating_sub(capacity).saturating_sub(now);
+    let wait = new_tat
+        .saturating_sub(limit.capacity_ns())
+        .saturating_sub(now);
     if wait == 0 {
-        (
-            State { w0: new_tat, w1: 0 },
-            decide(new_tat, Outcome::Allowed, None),
-        )
+        Step {
+            tat: new_tat,
+            outcome: Outcome::Allowed,
+            retry_after: None,
+        }
     } else if wait <= req.max_delay.0 {
         let outcome = Outcome::Delayed(Duration::from_nanos(wait));
-        (State { w0: new_tat, w1: 0 }, decide(new_tat, outcome, None))
+        Step {
+            tat: new_tat,
+            outcome,
+            retry_after: None,
+        }
     } else {
-        (state, decide(tat, Outcome::Denied, Some(wait)))
+        Step {
+            tat,
+            outcome: Outcome::Denied,
+            retry_after: Some(wait),
+        }
     }
+}
+
+/// The headers half: the decision for a step taken at `now`.
+#[inline]
+pub(crate) fn decision(limit: &Limit, step: Step, now: u64) -> Decision {
+    let effective = step.tat.max(now);
+    let free = now
+        .saturating_add(limit.capacity_ns())
+        .saturating_sub(effective);
+    let remaining = u32::try_from(limit.div_interval(free)).unwrap_or(u32::MAX);
+    Decision {
+        outcome: step.outcome,
+        limit: limit.burst(),
+        remaining: remaining.min(limit.burst()),
+        reset_after: Duration::from_nanos(effective - now),
+        retry_after: step.retry_after.map(Duration::from_nanos),
+    }
+}
+
+#[inline]
+pub(crate) fn transition(limit: &Limit, state: State, req: Request) -> (State, Decision) {
+    let step = step(limit, state.w0, req);
+    (
+        State {
+            w0: step.tat,
+            w1: state.w1,
+        },
+        decision(limit, step, req.now.0),
+    )
 }
 
 #[cfg(test)]

@@ -31,6 +31,10 @@ pub struct Limit {
     burst: u32,
     /// GCRA emission interval (`period / quota`, rounded down); 0 for windows.
     interval: u64,
+    /// GCRA capacity `burst * interval`; 0 for windows.
+    capacity: u64,
+    /// `u64::MAX / interval`: divides by the interval with a multiply (see `div_interval`).
+    reciprocal: u64,
 }
 
 /// Why a limit's parameters were refused.
@@ -127,7 +131,7 @@ impl Limit {
         }
         // The capacity `burst * interval` and TATs up to it must fit in u64 nanoseconds
         // with room for any `now` a caller may reasonably pass.
-        interval
+        let capacity = interval
             .checked_mul(u64::from(burst))
             .filter(|c| *c <= u64::MAX / 2)
             .ok_or(LimitError::Period)?;
@@ -137,6 +141,8 @@ impl Limit {
             period,
             burst,
             interval,
+            capacity,
+            reciprocal: u64::MAX / interval,
         })
     }
 
@@ -161,6 +167,8 @@ impl Limit {
             period,
             burst: quota,
             interval: 0,
+            capacity: 0,
+            reciprocal: 0,
         })
     }
 
@@ -192,6 +200,24 @@ impl Limit {
         self.interval
     }
 
+    pub(crate) fn capacity_ns(&self) -> u64 {
+        self.capacity
+    }
+
+    /// `n / interval` for GCRA without a hardware divide (it costs as much as the rest of
+    /// a decision): with `r = floor((2^64 - 1) / d)`, `floor(n * r / 2^64)` is `q` or
+    /// `q - 1` for every `n < 2^64`, and one compare fixes it up.
+    #[inline]
+    pub(crate) fn div_interval(&self, n: u64) -> u64 {
+        let d = self.interval;
+        let q = ((u128::from(n) * u128::from(self.reciprocal)) >> 64) as u64;
+        if n - q * d >= d {
+            q + 1
+        } else {
+            q
+        }
+    }
+
     /// `q` of the `RateLimit-Policy` header: the capacity available at once.
     pub fn policy_quota(&self) -> u32 {
         self.burst
@@ -212,6 +238,7 @@ impl Limit {
     /// decision. Deterministic, integer-only, never panics; a denied request returns the
     /// state unchanged. A store must apply it atomically per key (CAS loop, lock, or a
     /// server-side script that mirrors the arithmetic of `gcra` / `window`).
+    #[inline]
     pub fn transition(&self, state: State, request: Request) -> (State, Decision) {
         match self.algorithm {
             Algorithm::Gcra => gcra::transition(self, state, request),
@@ -223,6 +250,7 @@ impl Limit {
     /// How much credit forgetting this state at `now` would hand back, in the algorithm's
     /// own units (GCRA: ns of debt; windows: weighted count). 0 exactly when the state is
     /// equivalent to fresh, so dropping it changes no decision. Stores evict the smallest.
+    #[inline]
     pub fn weight(&self, state: State, now: Nanos) -> u64 {
         match self.algorithm {
             Algorithm::Gcra => state.w0.saturating_sub(now.0),
@@ -279,6 +307,28 @@ mod tests {
         assert!(set.contains(&Limit::gcra(10, s, 5).unwrap()));
         assert!(!set.contains(&Limit::gcra(10, s, 6).unwrap()));
         assert!(!set.contains(&Limit::fixed_window(10, s).unwrap()));
+    }
+
+    #[test]
+    fn division_by_reciprocal_is_exact() {
+        for period in [1u64, 2, 3, 7, 1000, 999_999_937, 1 << 40, 123_456_789_012] {
+            let l = Limit::gcra(1, Duration::from_nanos(period), 1).unwrap();
+            let d = l.interval_ns();
+            for n in [
+                0,
+                1,
+                d - 1,
+                d,
+                d + 1,
+                2 * d - 1,
+                2 * d,
+                u64::MAX / 2,
+                u64::MAX - 1,
+                u64::MAX,
+            ] {
+                assert_eq!(l.div_interval(n), n / d, "{n} / {d}");
+            }
+        }
     }
 
     #[test]

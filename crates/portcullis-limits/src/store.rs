@@ -44,10 +44,15 @@ const SLOT_WORDS: usize = 4;
 const MAX_WAYS: usize = 8;
 const MAX_SHARDS: usize = 64;
 
+/// `[key_lo, key_hi, w0, w1]`; a zero key is an empty slot. Aligned so that a slot never
+/// straddles two cache lines (two slots per line).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(align(32))]
+struct Slot([u64; SLOT_WORDS]);
+
 #[derive(Debug)]
 struct Table {
-    /// `[key_lo, key_hi, w0, w1]`; a zero key is an empty slot.
-    slots: Vec<[u64; SLOT_WORDS]>,
+    slots: Vec<Slot>,
     len: usize,
     stats: StoreStats,
 }
@@ -79,7 +84,7 @@ impl MemoryStore {
         let shards = (0..shards)
             .map(|_| {
                 Shard(Mutex::new(Table {
-                    slots: vec![[0; SLOT_WORDS]; slots_per_shard],
+                    slots: vec![Slot::default(); slots_per_shard],
                     len: 0,
                     stats: StoreStats::default(),
                 }))
@@ -112,7 +117,7 @@ impl MemoryStore {
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of::<MemoryStore>()
             + self.shards.len() * std::mem::size_of::<Shard>()
-            + self.capacity() * std::mem::size_of::<[u64; SLOT_WORDS]>()
+            + self.capacity() * std::mem::size_of::<Slot>()
     }
 
     /// Eviction counters, summed over shards.
@@ -150,7 +155,7 @@ impl Store for MemoryStore {
             // Unreachable by construction (bucket < buckets); fail open rather than panic.
             return self.limit.transition(State::default(), request).1;
         };
-        if let Some(slot) = ways.iter_mut().find(|s| s[0] == lo && s[1] == hi) {
+        if let Some(Slot(slot)) = ways.iter_mut().find(|Slot(s)| s[0] == lo && s[1] == hi) {
             let (next, decision) = self.limit.transition(
                 State {
                     w0: slot[2],
@@ -167,14 +172,14 @@ impl Store for MemoryStore {
             // Still fresh-equivalent (denied, or a peek): nothing worth storing.
             return decision;
         }
-        let victim = match ways.iter().position(|s| s[0] == 0 && s[1] == 0) {
+        let victim = match ways.iter().position(|Slot(s)| s[0] == 0 && s[1] == 0) {
             Some(empty) => {
                 *len += 1;
                 empty
             }
             None => {
                 let mut best = (u64::MAX, 0);
-                for (i, s) in ways.iter().enumerate() {
+                for (i, Slot(s)) in ways.iter().enumerate() {
                     let w = self.limit.weight(State { w0: s[2], w1: s[3] }, request.now);
                     if w < best.0 {
                         best = (w, i);
@@ -187,7 +192,7 @@ impl Store for MemoryStore {
                 best.1
             }
         };
-        ways[victim] = [lo, hi, next.w0, next.w1];
+        ways[victim] = Slot([lo, hi, next.w0, next.w1]);
         decision
     }
 }
