@@ -18,8 +18,9 @@
 use std::sync::{Mutex, PoisonError};
 
 use crate::decision::Decision;
+use crate::gcra;
 use crate::key::Key;
-use crate::limit::{Limit, Request, State};
+use crate::limit::{Algorithm, Limit, Request, State};
 
 /// Keyed state behind a policy. A store holds the state of one [`Limit`] and must apply
 /// [`Limit::transition`] atomically per key; a shared store (Redis) does it in a script
@@ -156,6 +157,13 @@ impl Store for MemoryStore {
             return self.limit.transition(State::default(), request).1;
         };
         if let Some(Slot(slot)) = ways.iter_mut().find(|Slot(s)| s[0] == lo && s[1] == hi) {
+            if self.limit.algorithm() == Algorithm::Gcra {
+                // Hot path: only the TAT update under the lock; headers after unlocking.
+                let step = gcra::step(&self.limit, slot[2], request);
+                slot[2] = step.tat;
+                drop(table);
+                return gcra::decision(&self.limit, step, request.now.0);
+            }
             let (next, decision) = self.limit.transition(
                 State {
                     w0: slot[2],
