@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::policy::ratelimit::Registry;
 use crate::runtime::Runtime;
 use crate::{admin, listener};
 
@@ -30,6 +31,8 @@ pub struct Shared {
     pub force_close: CancellationToken,
     /// Listeners bound and config compiled (`/readyz`).
     pub ready: AtomicBool,
+    /// Rate-limit counters, kept across reloads for unchanged policies.
+    pub rate_limits: Registry,
 }
 
 /// A running gateway (in this process).
@@ -49,7 +52,8 @@ impl Gateway {
     /// Compiles `config`, binds every listener and the admin listener, and starts serving on
     /// the current tokio runtime. Port 0 in an address binds a free port (see `listener_addr`).
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
-        let runtime = Runtime::compile(&config).context("compiling config")?;
+        let rate_limits = Registry::new();
+        let runtime = Runtime::compile(&config, &rate_limits).context("compiling config")?;
         for upstream in &runtime.upstreams {
             if let Err(err) = upstream.resolve().await {
                 tracing::warn!(upstream = %upstream.name, error = %err, "resolving endpoints failed; will retry");
@@ -82,6 +86,7 @@ impl Gateway {
             tasks: TaskTracker::new(),
             force_close: CancellationToken::new(),
             ready: AtomicBool::new(false),
+            rate_limits,
         });
 
         let mut listeners = Vec::with_capacity(bound.len());

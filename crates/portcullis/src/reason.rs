@@ -16,3 +16,4 @@ pub const DOWNSTREAM_ABORTED: &str = "downstream_aborted";
 pub const INTERNAL_ERROR: &str = "internal_error";
 pub const DIRECT_RESPONSE: &str = "direct_response";
 pub const REDIRECT: &str = "redirect";
+pub const RATE_LIMITED: &str = "rate_limited";

@@ -36,6 +36,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::config::schema::{Config, HostHeader, RouteAction, RouteConfig};
 use crate::policy::headers::HeaderEdits;
+use crate::policy::ratelimit::RateLimiter;
 use crate::policy::rewrite::PathRewriter;
 use crate::policy::Policy;
 
@@ -69,6 +70,10 @@ pub struct Route {
     pub host_header: HostHeader,
     pub max_request_body: u64,
     pub timeout: Duration,
+    /// Rate-limit policies asked for every request on this route, in order.
+    pub rate_limits: Vec<Arc<RateLimiter>>,
+    /// The route's cost for its rate limits (a policy's per-method cost wins).
+    pub rate_limit_cost: Option<u32>,
 }
 
 /// The compiled routes of a config and one lookup table per listener.
@@ -218,6 +223,16 @@ impl Router {
         config: &Config,
         upstream_index: &dyn Fn(&str) -> Option<usize>,
     ) -> anyhow::Result<Router> {
+        Self::compile_with(config, upstream_index, &|_| None)
+    }
+
+    /// As `compile`, resolving rate-limit policy names through `rate_limit`; a route without
+    /// its own `rate_limits` list gets `defaults.rate_limits`.
+    pub fn compile_with(
+        config: &Config,
+        upstream_index: &dyn Fn(&str) -> Option<usize>,
+        rate_limit: &dyn Fn(&str) -> Option<Arc<RateLimiter>>,
+    ) -> anyhow::Result<Router> {
         anyhow::ensure!(
             u32::try_from(config.routes.len()).is_ok(),
             "too many routes ({})",
@@ -230,7 +245,16 @@ impl Router {
             .collect();
         let mut entries = Vec::with_capacity(config.routes.len());
         for (index, rc) in (0u32..).zip(&config.routes) {
-            let (entry, hosts) = compile_route(rc, upstream_index)
+            let names = rc
+                .rate_limits
+                .as_ref()
+                .unwrap_or(&config.defaults.rate_limits);
+            let limits = names
+                .iter()
+                .map(|n| rate_limit(n).with_context(|| format!("unknown rate limit {n:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .with_context(|| format!("route {:?}", rc.name))?;
+            let (entry, hosts) = compile_route(rc, upstream_index, limits)
                 .with_context(|| format!("route {:?}", rc.name))?;
             let listeners =
                 listener_indexes(config, rc).with_context(|| format!("route {:?}", rc.name))?;
@@ -294,6 +318,7 @@ fn listener_indexes(config: &Config, rc: &RouteConfig) -> anyhow::Result<Option<
 fn compile_route(
     rc: &RouteConfig,
     upstream_index: &dyn Fn(&str) -> Option<usize>,
+    rate_limits: Vec<Arc<RateLimiter>>,
 ) -> anyhow::Result<(Entry, Hosts)> {
     let hosts = Hosts::compile(&rc.matches.hosts)?;
     let matcher = RequestMatcher::compile(&rc.matches)?;
@@ -324,6 +349,8 @@ fn compile_route(
         host_header: rc.host_header.clone(),
         max_request_body: rc.max_request_body.as_u64(),
         timeout: rc.timeout,
+        rate_limits,
+        rate_limit_cost: rc.rate_limit_cost,
     };
     Ok((
         Entry {

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+
 use crate::config::Config;
+use crate::policy::ratelimit::{RateLimiter, Registry};
 use crate::router::Router;
 use crate::upstream::Upstream;
 
@@ -21,22 +24,43 @@ pub struct ListenerRuntime {
     pub name: Arc<str>,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Rate-limit policies asked for every request on the listener, before routing.
+    pub rate_limits: Vec<Arc<RateLimiter>>,
 }
 
 impl Runtime {
-    /// Compiles a validated config.
-    pub fn compile(config: &Config) -> anyhow::Result<Runtime> {
+    /// Compiles a validated config; rate-limit counters come from `registry`, so those of
+    /// unchanged policies survive a reload.
+    pub fn compile(config: &Config, registry: &Registry) -> anyhow::Result<Runtime> {
         let upstreams: Vec<Arc<Upstream>> = config.upstreams.iter().map(Upstream::new).collect();
         let index = |name: &str| config.upstreams.iter().position(|u| u.name == name);
-        let router = Router::compile(config, &index)?;
+        let limiters = config
+            .rate_limits
+            .iter()
+            .map(|cfg| RateLimiter::compile(cfg, registry))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let limiter = |name: &str| limiters.iter().find(|l| &*l.name == name).cloned();
+        let router = Router::compile_with(config, &index, &limiter)?;
         let listeners = config
             .listeners
             .iter()
-            .map(|l| ListenerRuntime {
-                name: l.name.as_str().into(),
-                trusted_proxies: l.trusted_proxies.clone(),
+            .map(|l| {
+                let rate_limits = l
+                    .rate_limits
+                    .iter()
+                    .map(|n| {
+                        limiter(n).with_context(|| {
+                            format!("listener {:?}: unknown rate limit {n:?}", l.name)
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(ListenerRuntime {
+                    name: l.name.as_str().into(),
+                    trusted_proxies: l.trusted_proxies.clone(),
+                    rate_limits,
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Runtime {
             router,
             upstreams,

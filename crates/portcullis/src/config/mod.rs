@@ -133,6 +133,12 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             "listeners" => config.listeners = list(key, value, &mut errors),
             "upstreams" => config.upstreams = list(key, value, &mut errors),
             "routes" => config.routes = list(key, value, &mut errors),
+            "rate_limits" => config.rate_limits = list(key, value, &mut errors),
+            "defaults" => {
+                if let Some(v) = section(key, value, &mut errors) {
+                    config.defaults = v;
+                }
+            }
             unknown => errors.push(ConfigError::new(
                 unknown,
                 format!(
@@ -154,7 +160,15 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
 }
 
 /// Top-level keys of the config file, in documentation order.
-const SECTIONS: [&str; 5] = ["server", "admin", "listeners", "upstreams", "routes"];
+const SECTIONS: [&str; 7] = [
+    "server",
+    "admin",
+    "listeners",
+    "upstreams",
+    "routes",
+    "rate_limits",
+    "defaults",
+];
 
 /// Deserializes one value, recording a failure under `prefix` plus the path inside the value.
 fn section<T: serde::de::DeserializeOwned>(
@@ -292,7 +306,7 @@ mod tests {
     fn top_level_must_be_a_mapping() {
         assert_eq!(
             errors("- a\n- b\n"),
-            vec!["the config must be a mapping of sections (server, admin, listeners, upstreams, routes), found a list"]
+            vec!["the config must be a mapping of sections (server, admin, listeners, upstreams, routes, rate_limits, defaults), found a list"]
         );
     }
 

@@ -29,6 +29,168 @@ pub struct Config {
     /// Routes, matched per the precedence documented in `docs/config.md`.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Named rate-limit policies, attached by name to listeners, routes or `defaults`.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitConfig>,
+    /// What routes get when they do not say otherwise.
+    #[serde(default)]
+    pub defaults: DefaultsConfig,
+}
+
+/// Settings applied to every route that does not set its own.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsConfig {
+    /// Rate-limit policies for routes without a `rate_limits` list of their own.
+    #[serde(default)]
+    pub rate_limits: Vec<String>,
+}
+
+/// The algorithm of a rate-limit policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitAlgorithm {
+    /// Token bucket (GCRA): `limit` per `window` sustained, bursts up to `burst`.
+    #[default]
+    TokenBucket,
+    /// Sliding window counter: at most about `limit` in any `window`.
+    SlidingWindow,
+    /// Fixed window: at most `limit` per `window`, aligned windows.
+    FixedWindow,
+    /// At most `limit` requests in flight at once (no window, no key).
+    Concurrency,
+}
+
+/// One part of a rate-limit key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RateLimitKey {
+    /// The client IP (after trusted `X-Forwarded-For`), aggregated per `client_ip_prefix`.
+    ClientIp,
+    /// A request header's value.
+    Header(String),
+    /// A query parameter's value.
+    Query(String),
+    /// The matched route's name.
+    Route,
+}
+
+/// What happens to a request whose key is missing (a header or query parameter absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MissingKey {
+    /// The policy does not apply to the request.
+    #[default]
+    Skip,
+    /// The missing part is replaced by this value (all such requests share one counter).
+    Fallback(String),
+}
+
+/// Prefix lengths that aggregate client IPs into one key (`/24` puts a whole IPv4 /24 together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIpPrefix {
+    #[serde(default = "defaults::ipv4_prefix")]
+    pub ipv4: u8,
+    #[serde(default = "defaults::ipv6_prefix")]
+    pub ipv6: u8,
+}
+
+impl Default for ClientIpPrefix {
+    fn default() -> Self {
+        Self {
+            ipv4: defaults::ipv4_prefix(),
+            ipv6: defaults::ipv6_prefix(),
+        }
+    }
+}
+
+/// How much of the limit one request uses.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitCost {
+    /// Cost of a request whose method is not listed (a route's `rate_limit_cost` overrides it).
+    #[serde(default = "defaults::cost")]
+    pub default: u32,
+    /// Cost per method, e.g. `{ POST: 5 }`; wins over everything else.
+    #[serde(default)]
+    pub methods: BTreeMap<String, u32>,
+}
+
+impl Default for RateLimitCost {
+    fn default() -> Self {
+        Self {
+            default: defaults::cost(),
+            methods: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which rate-limit headers are sent.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitHeaders {
+    /// Send `RateLimit-Policy`/`RateLimit` on allowed responses too (for the most restrictive
+    /// limit). Refusals always carry them.
+    #[serde(default = "defaults::yes")]
+    pub on_allowed: bool,
+    /// Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    #[serde(default)]
+    pub legacy: bool,
+}
+
+impl Default for RateLimitHeaders {
+    fn default() -> Self {
+        Self {
+            on_allowed: true,
+            legacy: false,
+        }
+    }
+}
+
+/// A named rate-limit policy.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Unique name; it appears in the `RateLimit` headers, the refusal body, logs and metrics.
+    pub name: String,
+    #[serde(default)]
+    pub algorithm: RateLimitAlgorithm,
+    /// Requests (cost units) per `window`; for `concurrency`, requests in flight.
+    pub limit: u32,
+    /// The period of the limit.
+    #[serde(default = "defaults::rate_window", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub window: Duration,
+    /// `token_bucket` only: requests allowed at once from a full bucket; default `limit`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// The key: requests with equal keys share a counter. Empty: one counter for all.
+    #[serde(default)]
+    pub key: Vec<RateLimitKey>,
+    /// Aggregation of client IPs in the key.
+    #[serde(default)]
+    pub client_ip_prefix: ClientIpPrefix,
+    /// A request whose key is missing: `skip` the policy, or `{ fallback: VALUE }`.
+    #[serde(default)]
+    pub missing_key: MissingKey,
+    /// `false`: shadow mode — would-be refusals are counted and logged, the request passes.
+    #[serde(default = "defaults::yes")]
+    pub enforce: bool,
+    /// Most keys tracked; memory is bounded by this, not by traffic.
+    #[serde(default = "defaults::max_keys")]
+    pub max_keys: usize,
+    /// Delay instead of refusing: a request over the rate waits up to this for its slot.
+    #[serde(default, with = "humantime_serde")]
+    #[schemars(with = "Option<String>")]
+    pub max_delay: Option<Duration>,
+    #[serde(default)]
+    pub cost: RateLimitCost,
+    /// Status of a refusal.
+    #[serde(default = "defaults::rate_limit_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: RateLimitHeaders,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -98,6 +260,9 @@ pub struct ListenerConfig {
     /// Protective limits; every one has a safe default.
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// Rate-limit policies applied to every request on this listener, before routing.
+    #[serde(default)]
+    pub rate_limits: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -312,6 +477,12 @@ pub struct RouteConfig {
     #[serde(default = "defaults::route_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
+    /// Rate-limit policies for this route; absent: `defaults.rate_limits`; `[]`: none.
+    #[serde(default)]
+    pub rate_limits: Option<Vec<String>>,
+    /// Cost of a request on this route for its rate limits (a policy's per-method cost wins).
+    #[serde(default)]
+    pub rate_limit_cost: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -513,5 +684,23 @@ pub mod defaults {
     }
     pub fn redirect_status() -> u16 {
         302
+    }
+    pub fn ipv4_prefix() -> u8 {
+        32
+    }
+    pub fn ipv6_prefix() -> u8 {
+        128
+    }
+    pub fn cost() -> u32 {
+        1
+    }
+    pub fn rate_window() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn max_keys() -> usize {
+        100_000
+    }
+    pub fn rate_limit_status() -> u16 {
+        429
     }
 }

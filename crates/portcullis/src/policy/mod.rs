@@ -3,6 +3,7 @@
 //! of application.
 
 pub mod headers;
+pub mod ratelimit;
 pub mod rewrite;
 
 use http::request::Parts;

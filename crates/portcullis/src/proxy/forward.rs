@@ -28,6 +28,7 @@ pub async fn forward(
     route: &Route,
     upstream: &Arc<Upstream>,
     trusted: &[ipnet::IpNet],
+    client_ip: std::net::IpAddr,
     mut parts: http::request::Parts,
     body: Incoming,
 ) -> Result<Response<Body>, ProxyError> {
@@ -52,7 +53,6 @@ pub async fn forward(
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         .or_else(|| parts.headers.get(header::HOST).cloned());
-    let client_ip = headers::client_ip(&parts.headers, ds.peer, trusted);
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(
         &mut parts.headers,

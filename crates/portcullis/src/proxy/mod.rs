@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use crate::app::Shared;
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
+use crate::policy::ratelimit::{self, RateLimitState};
 use crate::policy::Flow;
 use crate::reason;
 use crate::router::{Action, Redirect};
@@ -66,13 +67,17 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let request_id = headers::ensure_request_id(&mut parts.headers);
 
-    let mut resp = match process(&runtime, &ds, parts, body).await {
+    let mut limits = RateLimitState::default();
+    let mut resp = match process(&runtime, &ds, parts, body, &mut limits).await {
         Ok(resp) => resp,
         Err(err) => {
             log_error(&err, &ds, &request_id);
             error_response(&err, &request_id)
         }
     };
+    if let Some(applied) = &limits.tightest {
+        ratelimit::add_allowed_headers(resp.headers_mut(), applied);
+    }
     resp.headers_mut().insert(headers::REQUEST_ID, request_id);
     Ok(resp)
 }
@@ -82,35 +87,67 @@ async fn process(
     ds: &Downstream,
     mut parts: http::request::Parts,
     body: Incoming,
+    limits: &mut RateLimitState,
 ) -> Result<Response<Body>, ProxyError> {
     // 1. The request must be one we can route at all.
     if parts.method == Method::CONNECT {
         return Err(ProxyError::new(ErrorKind::BadRequest));
     }
+    let listener = &runtime.listeners[ds.listener];
+    let client_ip = headers::client_ip(&parts.headers, ds.peer, &listener.trusted_proxies);
+    let registry = &ds.shared.rate_limits;
 
-    // 2. Route, on the normalised path (the upstream gets the same one).
+    // 2. The listener's rate limits, before any routing work.
+    if let Some(refusal) = ratelimit::check(
+        &listener.rate_limits,
+        registry,
+        &parts,
+        client_ip,
+        "",
+        None,
+        limits,
+    )
+    .await
+    {
+        return Ok(refusal);
+    }
+
+    // 3. Route, on the normalised path (the upstream gets the same one).
     path::normalize(&mut parts.uri);
     let route = runtime
         .router
         .find(ds.listener, &parts)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
 
-    // 3. Policies on the request.
+    // 4. The route's rate limits, then its other policies on the request.
+    if let Some(refusal) = ratelimit::check(
+        &route.rate_limits,
+        registry,
+        &parts,
+        client_ip,
+        &route.name,
+        route.rate_limit_cost,
+        limits,
+    )
+    .await
+    {
+        return Ok(refusal);
+    }
     for policy in &route.policies {
         if let Flow::Respond(resp) = policy.on_request(&mut parts) {
             return Ok(resp);
         }
     }
 
-    // 4. The route's action.
+    // 5. The route's action.
     let resp = match &route.action {
         Action::Proxy { upstream } => {
             let upstream = runtime
                 .upstreams
                 .get(*upstream)
                 .ok_or_else(|| ProxyError::new(ErrorKind::Internal))?;
-            let trusted = &runtime.listeners[ds.listener].trusted_proxies;
-            forward::forward(ds, route, upstream, trusted, parts, body).await?
+            let trusted = &listener.trusted_proxies;
+            forward::forward(ds, route, upstream, trusted, client_ip, parts, body).await?
         }
         Action::Respond {
             status,
@@ -120,7 +157,7 @@ async fn process(
         Action::Redirect(redirect) => redirect_response(redirect, &parts, ds.scheme),
     };
 
-    // 5. Policies on the response.
+    // 6. Policies on the response.
     let (mut head, body) = resp.into_parts();
     for policy in &route.policies {
         policy.on_response(&mut head);

@@ -1,0 +1,468 @@
+//! Rate-limit policies: compile a `RateLimitConfig` into a limiter backed by a bounded store,
+//! build each request's key, ask every limit of a route, and turn the answer into a refusal
+//! (429 with `Retry-After` and the IETF `RateLimit` headers), a delay, or headers on the
+//! allowed response. Counters live in a `Registry` so a reload keeps those of unchanged
+//! policies.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::request::Parts;
+use http::{HeaderMap, Method, StatusCode};
+use portcullis_limits::{
+    ConcurrencyLimit, Decision, KeyHasher, Limit, MemoryStore, Nanos, Outcome, Permit, Request,
+    Store, StoreStats,
+};
+use tokio::time::Instant;
+
+use crate::config::schema::{
+    ClientIpPrefix, MissingKey, RateLimitAlgorithm, RateLimitConfig, RateLimitKey,
+};
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Shadow-mode refusals of one policy are logged at most once per this interval.
+const SHADOW_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Builds the algorithm of a rate (not concurrency) policy; the error text is what
+/// `portcullis check` prints.
+pub fn build_limit(cfg: &RateLimitConfig) -> Result<Option<Limit>, String> {
+    let limit = match cfg.algorithm {
+        RateLimitAlgorithm::TokenBucket => {
+            Limit::gcra(cfg.limit, cfg.window, cfg.burst.unwrap_or(cfg.limit))
+        }
+        RateLimitAlgorithm::SlidingWindow => Limit::sliding_window(cfg.limit, cfg.window),
+        RateLimitAlgorithm::FixedWindow => Limit::fixed_window(cfg.limit, cfg.window),
+        RateLimitAlgorithm::Concurrency => return Ok(None),
+    };
+    limit.map(Some).map_err(|e| e.to_string())
+}
+
+/// Where counters live across config reloads: one store per policy identity (name, limit,
+/// `max_keys`), the hashing seed, and the clock's epoch.
+#[derive(Debug)]
+pub struct Registry {
+    stores: Mutex<HashMap<(String, Limit, usize), Arc<MemoryStore>>>,
+    concurrency: Mutex<HashMap<(String, u32), Arc<ConcurrencyLimit>>>,
+    stats: Mutex<HashMap<String, Arc<PolicyStats>>>,
+    hasher: KeyHasher,
+    epoch: Instant,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self {
+            stores: Mutex::new(HashMap::new()),
+            concurrency: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
+            // A per-process secret seed: clients cannot craft colliding keys.
+            hasher: KeyHasher::new([rand::random(), rand::random()]),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn store(&self, name: &str, limit: Limit, max_keys: usize) -> Arc<MemoryStore> {
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        stores
+            .entry((name.to_string(), limit, max_keys))
+            .or_insert_with(|| Arc::new(MemoryStore::new(limit, max_keys)))
+            .clone()
+    }
+
+    fn concurrency(&self, name: &str, limit: u32) -> Arc<ConcurrencyLimit> {
+        let mut map = self.concurrency.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((name.to_string(), limit))
+            .or_insert_with(|| ConcurrencyLimit::new(limit))
+            .clone()
+    }
+
+    fn stats(&self, name: &str) -> Arc<PolicyStats> {
+        let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_string()).or_default().clone()
+    }
+
+    fn now(&self) -> Nanos {
+        Nanos::from_duration(Instant::now().saturating_duration_since(self.epoch))
+    }
+}
+
+/// Counters of one policy's decisions (read by the admin API and metrics).
+#[derive(Debug, Default)]
+pub struct PolicyStats {
+    pub allowed: AtomicU64,
+    pub denied: AtomicU64,
+    pub shadow_denied: AtomicU64,
+    pub delayed: AtomicU64,
+    pub skipped: AtomicU64,
+    last_shadow_log: Mutex<Option<Instant>>,
+}
+
+/// The state of a compiled policy: a keyed rate store or an in-flight limit.
+#[derive(Debug)]
+enum Kind {
+    Rate {
+        store: Arc<MemoryStore>,
+        limit: Limit,
+    },
+    Concurrency(Arc<ConcurrencyLimit>),
+}
+
+/// One compiled rate-limit policy.
+#[derive(Debug)]
+pub struct RateLimiter {
+    pub name: Arc<str>,
+    kind: Kind,
+    key: Vec<RateLimitKey>,
+    prefix: ClientIpPrefix,
+    missing: MissingKey,
+    enforce: bool,
+    max_delay: Option<Duration>,
+    default_cost: u32,
+    method_costs: Vec<(Method, u32)>,
+    status: StatusCode,
+    headers_on_allowed: bool,
+    legacy_headers: bool,
+    /// `"name";q=Q;w=W`, made once.
+    policy_header: Option<HeaderValue>,
+    pub stats: Arc<PolicyStats>,
+    registry_hasher: KeyHasher,
+}
+
+impl RateLimiter {
+    /// Compiles a policy, taking its counters from `registry` (kept when unchanged).
+    pub fn compile(cfg: &RateLimitConfig, registry: &Registry) -> anyhow::Result<Arc<Self>> {
+        let kind = match build_limit(cfg).map_err(|e| anyhow::anyhow!("{}: {e}", cfg.name))? {
+            Some(limit) => Kind::Rate {
+                store: registry.store(&cfg.name, limit, cfg.max_keys),
+                limit,
+            },
+            None => Kind::Concurrency(registry.concurrency(&cfg.name, cfg.limit)),
+        };
+        let policy_header = match &kind {
+            Kind::Rate { limit, .. } => HeaderValue::from_str(&format!(
+                "\"{}\";q={};w={}",
+                cfg.name,
+                limit.policy_quota(),
+                ceil_secs(limit.policy_window())
+            ))
+            .ok(),
+            Kind::Concurrency(_) => None,
+        };
+        let mut method_costs = Vec::with_capacity(cfg.cost.methods.len());
+        for (method, cost) in &cfg.cost.methods {
+            let method = Method::from_bytes(method.as_bytes())
+                .map_err(|_| anyhow::anyhow!("{}: invalid method {method:?}", cfg.name))?;
+            method_costs.push((method, *cost));
+        }
+        Ok(Arc::new(Self {
+            name: cfg.name.as_str().into(),
+            kind,
+            key: cfg.key.clone(),
+            prefix: cfg.client_ip_prefix,
+            missing: cfg.missing_key.clone(),
+            enforce: cfg.enforce,
+            max_delay: cfg.max_delay,
+            default_cost: cfg.cost.default,
+            method_costs,
+            status: StatusCode::from_u16(cfg.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+            headers_on_allowed: cfg.headers.on_allowed,
+            legacy_headers: cfg.headers.legacy,
+            policy_header,
+            stats: registry.stats(&cfg.name),
+            registry_hasher: registry.hasher,
+        }))
+    }
+
+    /// Keys currently tracked and eviction counts (rate policies only).
+    pub fn store_stats(&self) -> Option<(usize, StoreStats)> {
+        match &self.kind {
+            Kind::Rate { store, .. } => Some((store.len(), store.stats())),
+            Kind::Concurrency(_) => None,
+        }
+    }
+
+    fn cost(&self, method: &Method, route_cost: Option<u32>) -> u32 {
+        self.method_costs
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, c)| *c)
+            .or(route_cost)
+            .unwrap_or(self.default_cost)
+    }
+
+    /// The request's key bytes, or `None` when a part is missing and the policy skips.
+    fn key_bytes(&self, req: &Parts, client_ip: IpAddr, route: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(32);
+        for part in &self.key {
+            // Parts are separated by a byte that cannot occur in header values or IPs.
+            out.push(0);
+            let value: Option<&[u8]> = match part {
+                RateLimitKey::ClientIp => {
+                    push_ip(&mut out, client_ip, self.prefix);
+                    continue;
+                }
+                RateLimitKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes()),
+                RateLimitKey::Query(name) => {
+                    match query_value(req.uri.query().unwrap_or(""), name) {
+                        Some(v) => {
+                            out.extend_from_slice(v.as_bytes());
+                            continue;
+                        }
+                        None => None,
+                    }
+                }
+                RateLimitKey::Route => Some(route.as_bytes()),
+            };
+            match (value, &self.missing) {
+                (Some(v), _) => out.extend_from_slice(v),
+                (None, MissingKey::Skip) => return None,
+                (None, MissingKey::Fallback(f)) => {
+                    out.push(1);
+                    out.extend_from_slice(f.as_bytes());
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A limit that acted on a request, kept for the response headers.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub limiter: Arc<RateLimiter>,
+    pub decision: Decision,
+}
+
+/// What the limits of a request decided, carried from the request to its response.
+#[derive(Debug, Default)]
+pub struct RateLimitState {
+    /// The most restrictive enforced decision that allowed the request.
+    pub tightest: Option<Applied>,
+    /// In-flight slots held until the response head is sent.
+    pub permits: Vec<Permit>,
+    /// The policy that refused the request, for logs.
+    pub denied_by: Option<Arc<str>>,
+}
+
+/// Asks every limiter in order. A refusal by an enforced policy stops there and is returned;
+/// delays add up to the longest one, which is slept before returning.
+pub async fn check(
+    limiters: &[Arc<RateLimiter>],
+    registry: &Registry,
+    req: &Parts,
+    client_ip: IpAddr,
+    route: &str,
+    route_cost: Option<u32>,
+    state: &mut RateLimitState,
+) -> Option<http::Response<crate::body::Body>> {
+    let mut delay = Duration::ZERO;
+    for limiter in limiters {
+        let stats = &limiter.stats;
+        match &limiter.kind {
+            Kind::Concurrency(limit) => match limit.try_acquire() {
+                Some(permit) => {
+                    stats.allowed.fetch_add(1, Ordering::Relaxed);
+                    state.permits.push(permit);
+                }
+                None if limiter.enforce => {
+                    stats.denied.fetch_add(1, Ordering::Relaxed);
+                    state.denied_by = Some(limiter.name.clone());
+                    return Some(refusal(limiter, None));
+                }
+                None => shadow_denied(limiter, None),
+            },
+            Kind::Rate { store, .. } => {
+                let Some(key) = limiter.key_bytes(req, client_ip, route) else {
+                    stats.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let key = limiter.registry_hasher.key(&key);
+                let mut request =
+                    Request::new(registry.now()).cost(limiter.cost(&req.method, route_cost));
+                if let (Some(max), true) = (limiter.max_delay, limiter.enforce) {
+                    request = request.max_delay(max);
+                }
+                let decision = store.acquire(key, request);
+                match decision.outcome {
+                    Outcome::Allowed | Outcome::Delayed(_) => {
+                        if let Outcome::Delayed(d) = decision.outcome {
+                            stats.delayed.fetch_add(1, Ordering::Relaxed);
+                            delay = delay.max(d);
+                        } else {
+                            stats.allowed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if limiter.enforce && limiter.headers_on_allowed {
+                            keep_tightest(state, limiter, decision);
+                        }
+                    }
+                    Outcome::Denied | Outcome::CostExceedsLimit if limiter.enforce => {
+                        stats.denied.fetch_add(1, Ordering::Relaxed);
+                        state.denied_by = Some(limiter.name.clone());
+                        return Some(refusal(limiter, Some(&decision)));
+                    }
+                    Outcome::Denied | Outcome::CostExceedsLimit => {
+                        shadow_denied(limiter, Some(&decision));
+                    }
+                }
+            }
+        }
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    None
+}
+
+fn keep_tightest(state: &mut RateLimitState, limiter: &Arc<RateLimiter>, decision: Decision) {
+    let tighter = match &state.tightest {
+        None => true,
+        Some(current) => {
+            (decision.remaining, decision.reset_after)
+                < (current.decision.remaining, current.decision.reset_after)
+        }
+    };
+    if tighter {
+        state.tightest = Some(Applied {
+            limiter: limiter.clone(),
+            decision,
+        });
+    }
+}
+
+fn shadow_denied(limiter: &RateLimiter, decision: Option<&Decision>) {
+    limiter.stats.shadow_denied.fetch_add(1, Ordering::Relaxed);
+    let now = Instant::now();
+    let mut last = limiter
+        .stats
+        .last_shadow_log
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if last.is_none_or(|t| now.saturating_duration_since(t) >= SHADOW_LOG_INTERVAL) {
+        *last = Some(now);
+        tracing::info!(
+            policy = %limiter.name,
+            shadow_denied_total = limiter.stats.shadow_denied.load(Ordering::Relaxed),
+            retry_after = ?decision.and_then(|d| d.retry_after),
+            "rate limit would refuse (shadow mode, enforce: false); request passed"
+        );
+    }
+}
+
+/// The refusal: status, reason, `Retry-After`, the policy's `RateLimit` headers, JSON body.
+fn refusal(
+    limiter: &RateLimiter,
+    decision: Option<&Decision>,
+) -> http::Response<crate::body::Body> {
+    let retry_after = decision.and_then(|d| d.retry_after_secs());
+    let body = serde_json::json!({
+        "reason": crate::reason::RATE_LIMITED,
+        "status": limiter.status.as_u16(),
+        "policy": &*limiter.name,
+        "retry_after": retry_after,
+    });
+    let mut resp = http::Response::new(crate::body::Body::full(body.to_string()));
+    *resp.status_mut() = limiter.status;
+    let h = resp.headers_mut();
+    h.insert(
+        crate::reason::HEADER,
+        HeaderValue::from_static(crate::reason::RATE_LIMITED),
+    );
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(secs) = retry_after {
+        h.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(d) = decision {
+        write_headers(h, limiter, d);
+    }
+    resp
+}
+
+/// Adds the headers describing `applied` to an allowed response.
+pub fn add_allowed_headers(headers: &mut HeaderMap, applied: &Applied) {
+    write_headers(headers, &applied.limiter, &applied.decision);
+}
+
+fn write_headers(h: &mut HeaderMap, limiter: &RateLimiter, d: &Decision) {
+    let Some(policy) = &limiter.policy_header else {
+        return;
+    };
+    h.insert(RATELIMIT_POLICY, policy.clone());
+    let reset = d.reset_after_secs();
+    let mut value = String::with_capacity(limiter.name.len() + 24);
+    let _ = write!(value, "\"{}\";r={};t={}", limiter.name, d.remaining, reset);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(RATELIMIT, v);
+    }
+    if limiter.legacy_headers {
+        h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(d.limit));
+        h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
+        h.insert(X_RATELIMIT_RESET, HeaderValue::from(reset));
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The client IP masked to the policy's prefix, as bytes.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr, prefix: ClientIpPrefix) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let mask = mask_u32(prefix.ipv4);
+            out.push(4);
+            out.extend_from_slice(&(bits & mask).to_be_bytes());
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let mask = mask_u128(prefix.ipv6);
+            out.push(6);
+            out.extend_from_slice(&(bits & mask).to_be_bytes());
+        }
+    }
+}
+
+fn mask_u32(prefix: u8) -> u32 {
+    match prefix {
+        0 => 0,
+        p if p >= 32 => u32::MAX,
+        p => u32::MAX << (32 - u32::from(p)),
+    }
+}
+
+fn mask_u128(prefix: u8) -> u128 {
+    match prefix {
+        0 => 0,
+        p if p >= 128 => u128::MAX,
+        p => u128::MAX << (128 - u32::from(p)),
+    }
+}
+
+/// The first value of query parameter `name`, percent-decoded.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+#[cfg(test)]
+#[path = "ratelimit_tests.rs"]
+mod tests;

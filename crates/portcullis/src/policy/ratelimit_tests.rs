@@ -1,0 +1,1 @@
+//! Unit tests of rate-limit policies with paused time.
