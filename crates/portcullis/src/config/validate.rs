@@ -8,6 +8,7 @@
 //! Durations: every duration must be greater than zero except `server.drain_timeout`, where
 //! 0 means "close connections at once on shutdown" (documented in `docs/config.md`).
 
+mod rate_limit;
 mod route;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     admin(config, &listener_addrs, &mut p);
     upstreams(config, &mut p);
     route::routes(config, &mut p);
+    rate_limit::rate_limits(config, &mut p);
     p.0
 }
 

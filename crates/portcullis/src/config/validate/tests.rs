@@ -391,3 +391,93 @@ routes:
         ],
     );
 }
+
+#[test]
+fn valid_rate_limits_have_no_problems() {
+    let yaml = r#"
+listeners:
+  - name: public
+    address: 127.0.0.1:8080
+    rate_limits: [global]
+rate_limits:
+  - name: global
+    limit: 1000
+  - name: per-ip
+    algorithm: sliding_window
+    limit: 10
+    window: 1s
+    key: [client_ip, { header: x-api-key }]
+    client_ip_prefix: { ipv4: 24, ipv6: 64 }
+    missing_key: { fallback: anon }
+    cost: { default: 1, methods: { POST: 5 } }
+  - name: inflight
+    algorithm: concurrency
+    limit: 100
+defaults:
+  rate_limits: [per-ip]
+routes:
+  - name: api
+    rate_limits: [per-ip, inflight]
+    rate_limit_cost: 2
+    action: { respond: { status: 200 } }
+"#;
+    assert_problems(yaml, &[]);
+}
+
+#[test]
+fn rate_limit_problems_are_all_reported_with_paths() {
+    let yaml = r#"
+listeners:
+  - name: public
+    address: 127.0.0.1:8080
+    rate_limits: [nope]
+rate_limits:
+  - name: a
+    limit: 0
+    status: 200
+    client_ip_prefix: { ipv4: 33 }
+    burst: 0
+  - name: a
+    algorithm: concurrency
+    limit: 5
+    key: [client_ip]
+    max_delay: 1s
+  - name: fast
+    limit: 2000000000
+    window: 1ns
+  - name: w
+    algorithm: fixed_window
+    limit: 5
+    burst: 3
+    cost: { default: 0, methods: { POST: 0 } }
+    key: [{ header: "bad header" }]
+defaults:
+  rate_limits: [w, w]
+routes:
+  - name: api
+    rate_limits: [missing]
+    rate_limit_cost: 0
+    action: { respond: { status: 200 } }
+"#;
+    assert_problems(
+        yaml,
+        &[
+            "rate_limits[1].name: duplicate rate limit name \"a\" (also rate_limits[0])",
+            "rate_limits[0].limit: must be at least 1",
+            "rate_limits[0].status: must be a 4xx or 5xx status, not 200",
+            "rate_limits[0].client_ip_prefix.ipv4: must be 0 to 32",
+            "rate_limits[0].burst: must be at least 1",
+            "rate_limits[1].key: a concurrency limit has no key: it caps all requests of the policy together",
+            "rate_limits[1].max_delay: a concurrency limit does not delay",
+            "rate_limits[2]: rate must be at most one request per nanosecond",
+            "rate_limits[3].cost.default: must be at least 1",
+            "rate_limits[3].cost.methods.POST: must be at least 1",
+            "rate_limits[3].key[0].header: \"bad header\" is not a valid header name",
+            "rate_limits[3].burst: only token_bucket has a burst",
+            "defaults.rate_limits[1]: rate limit \"w\" is listed twice (it would count every request twice)",
+            "listeners[0].rate_limits[0]: unknown rate limit \"nope\"",
+            "routes[0].rate_limits[0]: unknown rate limit \"missing\"",
+            "routes[0].rate_limit_cost: must be at least 1",
+        ],
+    );
+}
