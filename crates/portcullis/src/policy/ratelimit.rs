@@ -205,39 +205,49 @@ impl RateLimiter {
             .unwrap_or(self.default_cost)
     }
 
-    /// The request's key bytes, or `None` when a part is missing and the policy skips.
-    fn key_bytes(&self, req: &Parts, client_ip: IpAddr, route: &str) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(32);
+    /// Writes the request's key into `out`; `false` when a part is missing and the policy
+    /// skips the request.
+    fn key_bytes(&self, req: &Parts, client_ip: IpAddr, route: &str, out: &mut KeyBuf) -> bool {
         for part in &self.key {
             // Parts are separated by a byte that cannot occur in header values or IPs.
             out.push(0);
-            let value: Option<&[u8]> = match part {
+            let found = match part {
                 RateLimitKey::ClientIp => {
-                    push_ip(&mut out, client_ip, self.prefix);
-                    continue;
+                    push_ip(out, client_ip, self.prefix);
+                    true
                 }
-                RateLimitKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes()),
+                RateLimitKey::Header(name) => match req.headers.get(name) {
+                    Some(v) => {
+                        out.extend(v.as_bytes());
+                        true
+                    }
+                    None => false,
+                },
                 RateLimitKey::Query(name) => {
                     match query_value(req.uri.query().unwrap_or(""), name) {
                         Some(v) => {
-                            out.extend_from_slice(v.as_bytes());
-                            continue;
+                            out.extend(v.as_bytes());
+                            true
                         }
-                        None => None,
+                        None => false,
                     }
                 }
-                RateLimitKey::Route => Some(route.as_bytes()),
+                RateLimitKey::Route => {
+                    out.extend(route.as_bytes());
+                    true
+                }
             };
-            match (value, &self.missing) {
-                (Some(v), _) => out.extend_from_slice(v),
-                (None, MissingKey::Skip) => return None,
-                (None, MissingKey::Fallback(f)) => {
-                    out.push(1);
-                    out.extend_from_slice(f.as_bytes());
+            if !found {
+                match &self.missing {
+                    MissingKey::Skip => return false,
+                    MissingKey::Fallback(f) => {
+                        out.push(1);
+                        out.extend(f.as_bytes());
+                    }
                 }
             }
         }
-        Some(out)
+        true
     }
 }
 
@@ -259,9 +269,21 @@ pub struct RateLimitState {
     pub denied_by: Option<Arc<str>>,
 }
 
-/// Asks every limiter in order. A refusal by an enforced policy stops there and is returned;
-/// delays add up to the longest one, which is slept before returning.
-pub async fn check(
+/// What the limits decided for a request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Go on now.
+    Pass,
+    /// Go on after this wait (delay mode: the slots are already reserved).
+    Wait(Duration),
+    /// Refused by an enforced policy: answer with this.
+    Refuse(http::Response<crate::body::Body>),
+}
+
+/// Asks every limiter in order. A refusal by an enforced policy stops there; delays add up to
+/// the longest one. Synchronous, so the request future carries no state for it; the caller
+/// sleeps on `Verdict::Wait`.
+pub fn check(
     limiters: &[Arc<RateLimiter>],
     registry: &Registry,
     req: &Parts,
@@ -269,7 +291,7 @@ pub async fn check(
     route: &str,
     route_cost: Option<u32>,
     state: &mut RateLimitState,
-) -> Option<http::Response<crate::body::Body>> {
+) -> Verdict {
     let mut delay = Duration::ZERO;
     for limiter in limiters {
         let stats = &limiter.stats;
@@ -282,16 +304,17 @@ pub async fn check(
                 None if limiter.enforce => {
                     stats.denied.fetch_add(1, Ordering::Relaxed);
                     state.denied_by = Some(limiter.name.clone());
-                    return Some(refusal(limiter, None));
+                    return Verdict::Refuse(refusal(limiter, None));
                 }
                 None => shadow_denied(limiter, None),
             },
             Kind::Rate { store, .. } => {
-                let Some(key) = limiter.key_bytes(req, client_ip, route) else {
+                let mut key = KeyBuf::default();
+                if !limiter.key_bytes(req, client_ip, route, &mut key) {
                     stats.skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
-                };
-                let key = limiter.registry_hasher.key(&key);
+                }
+                let key = limiter.registry_hasher.key(key.as_slice());
                 let mut request =
                     Request::new(registry.now()).cost(limiter.cost(&req.method, route_cost));
                 if let (Some(max), true) = (limiter.max_delay, limiter.enforce) {
@@ -313,7 +336,7 @@ pub async fn check(
                     Outcome::Denied | Outcome::CostExceedsLimit if limiter.enforce => {
                         stats.denied.fetch_add(1, Ordering::Relaxed);
                         state.denied_by = Some(limiter.name.clone());
-                        return Some(refusal(limiter, Some(&decision)));
+                        return Verdict::Refuse(refusal(limiter, Some(&decision)));
                     }
                     Outcome::Denied | Outcome::CostExceedsLimit => {
                         shadow_denied(limiter, Some(&decision));
@@ -322,10 +345,55 @@ pub async fn check(
             }
         }
     }
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    if delay.is_zero() {
+        Verdict::Pass
+    } else {
+        Verdict::Wait(delay)
     }
-    None
+}
+
+/// Key bytes built on the stack; only unusually long keys (long header values) spill.
+#[derive(Debug)]
+struct KeyBuf {
+    inline: [u8; 64],
+    len: usize,
+    spill: Vec<u8>,
+}
+
+impl Default for KeyBuf {
+    fn default() -> Self {
+        Self {
+            inline: [0; 64],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+}
+
+impl KeyBuf {
+    fn push(&mut self, byte: u8) {
+        self.extend(&[byte]);
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        if self.spill.is_empty() {
+            if let Some(dst) = self.inline.get_mut(self.len..self.len + bytes.len()) {
+                dst.copy_from_slice(bytes);
+                self.len += bytes.len();
+                return;
+            }
+            self.spill.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.spill.extend_from_slice(bytes);
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
 }
 
 fn keep_tightest(state: &mut RateLimitState, limiter: &Arc<RateLimiter>, decision: Decision) {
@@ -423,19 +491,19 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// The client IP masked to the policy's prefix, as bytes.
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr, prefix: ClientIpPrefix) {
+fn push_ip(out: &mut KeyBuf, ip: IpAddr, prefix: ClientIpPrefix) {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
             let bits = u32::from(v4);
             let mask = mask_u32(prefix.ipv4);
             out.push(4);
-            out.extend_from_slice(&(bits & mask).to_be_bytes());
+            out.extend(&(bits & mask).to_be_bytes());
         }
         IpAddr::V6(v6) => {
             let bits = u128::from(v6);
             let mask = mask_u128(prefix.ipv6);
             out.push(6);
-            out.extend_from_slice(&(bits & mask).to_be_bytes());
+            out.extend(&(bits & mask).to_be_bytes());
         }
     }
 }

@@ -42,7 +42,7 @@ async fn ask(
     client: &str,
 ) -> (Option<http::Response<crate::body::Body>>, RateLimitState) {
     let mut state = RateLimitState::default();
-    let refusal = check(
+    let verdict = check(
         limiters,
         registry,
         req,
@@ -50,8 +50,15 @@ async fn ask(
         "route-a",
         None,
         &mut state,
-    )
-    .await;
+    );
+    let refusal = match verdict {
+        Verdict::Pass => None,
+        Verdict::Wait(d) => {
+            tokio::time::sleep(d).await;
+            None
+        }
+        Verdict::Refuse(resp) => Some(resp),
+    };
     (refusal, state)
 }
 
@@ -279,25 +286,28 @@ async fn cost_per_method_beats_route_cost_beats_default() {
     let get_req = get("/", &[]);
     let mut state = RateLimitState::default();
     let ip = ip("192.0.2.1");
-    assert!(check(&l, &registry, &post, ip, "r", Some(3), &mut state)
-        .await
-        .is_none());
+    assert!(matches!(
+        check(&l, &registry, &post, ip, "r", Some(3), &mut state),
+        Verdict::Pass
+    ));
     assert_eq!(
         state.tightest.as_ref().unwrap().decision.remaining,
         5,
         "POST costs 5"
     );
-    assert!(check(&l, &registry, &get_req, ip, "r", Some(3), &mut state)
-        .await
-        .is_none());
+    assert!(matches!(
+        check(&l, &registry, &get_req, ip, "r", Some(3), &mut state),
+        Verdict::Pass
+    ));
     assert_eq!(
         state.tightest.as_ref().unwrap().decision.remaining,
         2,
         "route cost 3"
     );
-    assert!(check(&l, &registry, &get_req, ip, "r", None, &mut state)
-        .await
-        .is_none());
+    assert!(matches!(
+        check(&l, &registry, &get_req, ip, "r", None, &mut state),
+        Verdict::Pass
+    ));
     assert_eq!(
         state.tightest.as_ref().unwrap().decision.remaining,
         0,

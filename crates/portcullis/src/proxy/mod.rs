@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use crate::app::Shared;
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
-use crate::policy::ratelimit::{self, RateLimitState};
+use crate::policy::ratelimit::{self, RateLimitState, Verdict};
 use crate::policy::Flow;
 use crate::reason;
 use crate::router::{Action, Redirect};
@@ -98,18 +98,19 @@ async fn process(
     let registry = &ds.shared.rate_limits;
 
     // 2. The listener's rate limits, before any routing work.
-    if let Some(refusal) = ratelimit::check(
-        &listener.rate_limits,
-        registry,
-        &parts,
-        client_ip,
-        "",
-        None,
-        limits,
-    )
-    .await
-    {
-        return Ok(refusal);
+    if !listener.rate_limits.is_empty() {
+        let verdict = ratelimit::check(
+            &listener.rate_limits,
+            registry,
+            &parts,
+            client_ip,
+            "",
+            None,
+            limits,
+        );
+        if let Some(refusal) = wait_or_refuse(verdict).await {
+            return Ok(refusal);
+        }
     }
 
     // 3. Route, on the normalised path (the upstream gets the same one).
@@ -120,18 +121,19 @@ async fn process(
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
 
     // 4. The route's rate limits, then its other policies on the request.
-    if let Some(refusal) = ratelimit::check(
-        &route.rate_limits,
-        registry,
-        &parts,
-        client_ip,
-        &route.name,
-        route.rate_limit_cost,
-        limits,
-    )
-    .await
-    {
-        return Ok(refusal);
+    if !route.rate_limits.is_empty() {
+        let verdict = ratelimit::check(
+            &route.rate_limits,
+            registry,
+            &parts,
+            client_ip,
+            &route.name,
+            route.rate_limit_cost,
+            limits,
+        );
+        if let Some(refusal) = wait_or_refuse(verdict).await {
+            return Ok(refusal);
+        }
     }
     for policy in &route.policies {
         if let Flow::Respond(resp) = policy.on_request(&mut parts) {
@@ -163,6 +165,19 @@ async fn process(
         policy.on_response(&mut head);
     }
     Ok(Response::from_parts(head, body))
+}
+
+/// Sleeps out a delay (delay mode) or hands back a refusal. The sleep is boxed: it is rare,
+/// and inline it would make every request's future larger.
+async fn wait_or_refuse(verdict: Verdict) -> Option<Response<Body>> {
+    match verdict {
+        Verdict::Pass => None,
+        Verdict::Wait(delay) => {
+            Box::pin(tokio::time::sleep(delay)).await;
+            None
+        }
+        Verdict::Refuse(resp) => Some(resp),
+    }
 }
 
 fn direct_response(status: StatusCode, headers: &http::HeaderMap, body: Bytes) -> Response<Body> {
