@@ -13,7 +13,11 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use portcullis_test::{TestClient, TestGateway};
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use portcullis_test::{TestClient, TestGateway, TestResponse};
+use tokio::time::Instant;
 
 /// Upper bound for one exchange with a started example.
 const WAIT: Duration = Duration::from_secs(5);
@@ -59,6 +63,7 @@ async fn every_example_config_is_valid_and_exercised() {
 async fn exercise(name: &str, text: &str) {
     match name {
         "quickstart.yaml" => quickstart(text).await,
+        "rate-limits.yaml" => rate_limits(text).await,
         other => panic!(
             "examples/configs/{other} has no exercise: add an arm for it to `exercise` in \
              crates/portcullis/tests/examples.rs that starts it (on free loopback ports: make \
@@ -74,7 +79,7 @@ fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local address")
 }
 
-async fn get(client: &TestClient, url: &str) -> portcullis_test::TestResponse {
+async fn get(client: &TestClient, url: &str) -> TestResponse {
     tokio::time::timeout(WAIT, client.get(url))
         .await
         .unwrap_or_else(|_| panic!("GET {url}: no response within {WAIT:?}"))
@@ -162,4 +167,198 @@ async fn quickstart(text: &str) {
     tokio::time::timeout(Duration::from_secs(15), gw.shutdown())
         .await
         .expect("quickstart gateway shut down in time");
+}
+
+/// GET `url` with `headers`, within `WAIT`.
+async fn get_with(client: &TestClient, url: &str, headers: &[(&str, &str)]) -> TestResponse {
+    let mut req = Request::get(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(Full::new(Bytes::new())).expect("valid request");
+    tokio::time::timeout(WAIT, client.request(req))
+        .await
+        .unwrap_or_else(|_| panic!("GET {url}: no response within {WAIT:?}"))
+}
+
+/// The `RateLimit: "NAME";r=R;t=T` header as `(NAME, R)`.
+fn ratelimit(resp: &TestResponse) -> Option<(String, u64)> {
+    let value = resp.header("ratelimit")?;
+    let (name, rest) = value.split_once(';')?;
+    let r = rest.split(';').find_map(|p| p.strip_prefix("r="))?;
+    Some((name.trim_matches('"').to_owned(), r.parse().ok()?))
+}
+
+/// Asserts `resp` is a 429 refusal by `policy` with a `Retry-After`; returns its seconds.
+fn assert_refused_by(resp: &TestResponse, policy: &str) -> u64 {
+    assert_eq!(resp.status, 429, "{:?}", resp.text());
+    assert_eq!(resp.header("x-portcullis-reason"), Some("rate_limited"));
+    assert_eq!(resp.json()["policy"], policy);
+    assert_eq!(ratelimit(resp), Some((policy.into(), 0)));
+    let retry_after: u64 = resp
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(retry_after > 0);
+    retry_after
+}
+
+/// What the comments of `rate-limits.yaml` promise.
+async fn rate_limits(text: &str) {
+    let public = free_addr();
+    let demo = free_addr();
+    let admin = free_addr();
+    let vars: HashMap<String, String> = [
+        ("PORTCULLIS_PUBLIC_ADDR", public),
+        ("PORTCULLIS_DEMO_ADDR", demo),
+        ("PORTCULLIS_ADMIN_ADDR", admin),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_string()))
+    .collect();
+    let gw = TestGateway::start_with_vars(text, vars).await;
+    assert_eq!(gw.addr("public"), public);
+    assert_eq!(gw.addr("demo-origin"), demo);
+    assert_eq!(gw.admin_addr(), admin);
+    let client = TestClient::http1();
+    let url = |path: &str| gw.url("public", path);
+    // Each step plays clients of its own networks, and sends an API key of its own except
+    // where it tests the anonymous budget, so the steps do not share budgets.
+    let from = |ip: &str| ("x-forwarded-for", ip.to_owned());
+
+    // Allowed responses come from the origin and say how much is left.
+    let resp = get_with(&client, &url("/api/users"), &[("x-api-key", "demo")]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.text());
+    assert_eq!(resp.json()["served_by"], "demo origin");
+    assert!(resp.header("ratelimit-policy").is_some());
+    assert!(ratelimit(&resp).is_some());
+
+    // per-client-ip, on the whole listener and before routing: 404s use the budget of
+    // 10.1.2.0/24 (a burst of 20, then 10 a second) until a 429...
+    let client_a = from("10.1.2.3");
+    let mut not_found = 0;
+    let refusal = loop {
+        let resp = get_with(&client, &url("/nope"), &[(client_a.0, &client_a.1)]).await;
+        if resp.status != 404 {
+            break resp;
+        }
+        assert_eq!(resp.header("x-portcullis-reason"), Some("no_route"));
+        not_found += 1;
+        assert!(not_found <= 200, "never refused");
+    };
+    assert_refused_by(&refusal, "per-client-ip");
+    assert_eq!(
+        refusal.header("ratelimit-policy"),
+        Some("\"per-client-ip\";q=20;w=2")
+    );
+    assert!(not_found >= 20, "refused after {not_found}");
+    // ...which another address of the same /24 shares, on any route, /healthz included:
+    // refused, or let in on a token that refilled just now (then nothing is left).
+    for path in ["/api/users", "/healthz"] {
+        let headers = [(client_a.0, "10.1.2.99"), ("x-api-key", "neighbour")];
+        let resp = get_with(&client, &url(path), &headers).await;
+        if resp.status == 429 {
+            assert_refused_by(&resp, "per-client-ip");
+        } else {
+            assert_eq!(
+                ratelimit(&resp),
+                Some(("per-client-ip".into(), 0)),
+                "{path}"
+            );
+        }
+    }
+    // A client of the next /24 starts with a full bucket.
+    let headers = [(client_a.0, "10.1.3.1"), ("x-api-key", "neighbour")];
+    let resp = get_with(&client, &url("/api/users"), &headers).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(ratelimit(&resp), Some(("per-client-ip".into(), 19)));
+
+    // api-key-hourly: 100 per key per hour (each request from its own /24 here, so that
+    // per-client-ip stays out of the way), with the legacy headers too.
+    let key_req = |i: usize, key: Option<&'static str>| {
+        let ip = format!("10.2.{}.{}", i % 256, 1 + i / 256);
+        (ip, key)
+    };
+    for key in [Some("quota-test"), None] {
+        for i in 0..100 {
+            let (ip, key) = key_req(i + if key.is_none() { 100 } else { 0 }, key);
+            let mut headers = vec![("x-forwarded-for", ip.as_str())];
+            headers.extend(key.map(|k| ("x-api-key", k)));
+            let resp = get_with(&client, &url("/api/users"), &headers).await;
+            assert_eq!(resp.status, 200, "{key:?} request {i}: {:?}", resp.text());
+        }
+        // The 101st: refused for up to the rest of the hour. Without a key, every anonymous
+        // client shares the one budget: a new address is refused as well.
+        let (ip, key) = key_req(250, key);
+        let mut headers = vec![("x-forwarded-for", ip.as_str())];
+        headers.extend(key.map(|k| ("x-api-key", k)));
+        let resp = get_with(&client, &url("/api/users"), &headers).await;
+        let retry_after = assert_refused_by(&resp, "api-key-hourly");
+        assert!(retry_after <= 3600, "{retry_after}");
+        assert_eq!(resp.header("x-ratelimit-limit"), Some("100"));
+        assert_eq!(resp.header("x-ratelimit-remaining"), Some("0"));
+        assert!(resp.header("x-ratelimit-reset").is_some());
+    }
+    // Another key has its own quota.
+    let resp = get_with(
+        &client,
+        &url("/api/users"),
+        &[("x-api-key", "other"), ("x-forwarded-for", "10.3.0.1")],
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+
+    // search-trial is shadow mode: 8 searches from one client in a minute (over its 5)
+    // all pass, and no header mentions it.
+    for i in 0..8 {
+        let resp = get_with(
+            &client,
+            &url("/api/search?q=x"),
+            &[("x-api-key", "searcher"), ("x-forwarded-for", "10.4.0.1")],
+        )
+        .await;
+        assert_eq!(resp.status, 200, "search {i}: {:?}", resp.text());
+        let named = ratelimit(&resp).map(|(name, _)| name);
+        assert_ne!(named.as_deref(), Some("search-trial"));
+        assert_ne!(
+            resp.header("ratelimit-policy")
+                .map(|p| p.contains("search-trial")),
+            Some(true)
+        );
+    }
+
+    // reports-smoothing is delay mode: three reports at once all pass, spaced out by the
+    // gateway (one slot every 200 ms, so the third waits ~400 ms). Wall-clock bounds,
+    // generous for a loaded machine.
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|i| {
+            let client = client.clone();
+            let url = url("/api/reports/monthly");
+            tokio::spawn(async move {
+                let ip = format!("10.5.{i}.1");
+                let resp = get_with(
+                    &client,
+                    &url,
+                    &[("x-api-key", "reporter"), ("x-forwarded-for", &ip)],
+                )
+                .await;
+                (resp.status, started.elapsed())
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        let (status, took) = task.await.expect("report request");
+        assert_eq!(status, 200);
+        slowest = slowest.max(took);
+    }
+    assert!(slowest >= Duration::from_millis(300), "{slowest:?}");
+    assert!(slowest < Duration::from_secs(3), "{slowest:?}");
+
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(15), gw.shutdown())
+        .await
+        .expect("rate-limits gateway shut down in time");
 }
