@@ -187,8 +187,6 @@ const UNKNOWN_NAME_CASES: [(&str, &str); 3] = [
 
 /// `portcullis check` (config validation) reports an unknown policy name with its path.
 #[tokio::test]
-#[ignore = "rate-limit references are not validated yet (config/validate is the lead's \
-            work in progress); the gateway still refuses to start, see the test below"]
 async fn unknown_rate_limit_name_is_a_config_error_with_its_path() {
     for (place, path) in UNKNOWN_NAME_CASES {
         let text = unknown_name_config(place);
