@@ -2,14 +2,16 @@
 //! with HTTP/1.1 and cleartext HTTP/2 (detected per connection) under the listener's
 //! protective limits, an idle timeout, and graceful shutdown.
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -145,13 +147,77 @@ async fn serve_connection(
         inner: stream,
         activity: activity.clone(),
     });
-    let force_close = ds.shared.force_close.clone();
     let peer = ds.peer;
-    let conn_state = ds.clone();
+    let control = Arc::new(Control::default());
+    let done = CancellationToken::new();
+    ds.shared.tasks.spawn(watchdog(
+        control.clone(),
+        activity,
+        ds.clone(),
+        idle,
+        stop,
+        done.clone(),
+    ));
     let service = service_fn(move |req| proxy::handle(ds.clone(), req));
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
 
+    // The connection is polled on every wake-up (each read, write and upstream answer); it
+    // only looks at one atomic for orders, so lifecycle signals cost traffic nothing.
+    let mut graceful_sent = false;
+    let res = std::future::poll_fn(|cx| {
+        control.waker.register(cx.waker());
+        match control.order.load(Ordering::Acquire) {
+            CLOSE => return Poll::Ready(None),
+            GRACEFUL if !graceful_sent => {
+                graceful_sent = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ => {}
+        }
+        conn.as_mut().poll(cx).map(Some)
+    })
+    .await;
+    done.cancel();
+    match res {
+        Some(Err(err)) => tracing::debug!(%peer, error = %err, "connection ended with error"),
+        None => tracing::debug!(%peer, "connection closed by the gateway"),
+        Some(Ok(())) => {}
+    }
+}
+
+/// Finish what is in flight, then close (HTTP/1.1: no more keep-alive; HTTP/2: GOAWAY).
+const GRACEFUL: u8 = 1;
+/// Drop the connection now.
+const CLOSE: u8 = 2;
+
+/// Orders from a connection's watchdog to the task serving it (0: none, serve on).
+#[derive(Debug, Default)]
+struct Control {
+    order: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Control {
+    fn order(&self, order: u8) {
+        self.order.fetch_max(order, Ordering::AcqRel);
+        self.waker.wake();
+    }
+}
+
+/// Watches one connection from its own task, so that timers and shutdown signals are not
+/// polled on every wake-up of the connection: closes it gracefully when it has been idle for
+/// the keep-alive timeout or the gateway drains, drops it when it ignores an idle close for
+/// one more timeout or the drain timeout has passed. Ends with the connection (`done`).
+async fn watchdog(
+    control: Arc<Control>,
+    activity: Arc<AtomicU64>,
+    ds: Arc<Downstream>,
+    idle: Duration,
+    stop: CancellationToken,
+    done: CancellationToken,
+) {
+    let force_close = ds.shared.force_close.clone();
     let check_every = (idle / IDLE_CHECKS).max(Duration::from_millis(1));
     let mut last_seen = activity.load(Ordering::Relaxed);
     let mut quiet_checks = 0;
@@ -164,24 +230,28 @@ async fn serve_connection(
     ticker.tick().await;
     loop {
         tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(err) = res {
-                    tracing::debug!(%peer, error = %err, "connection ended with error");
-                }
-                break;
+            () = done.cancelled() => return,
+            () = force_close.cancelled() => {
+                control.order(CLOSE);
+                return;
+            }
+            () = stop.cancelled(), if !closing => {
+                control.order(GRACEFUL);
+                closing = true;
             }
             _ = ticker.tick(), if !closing || idle_closing => {
                 let now_seen = activity.load(Ordering::Relaxed);
-                let busy = conn_state.in_flight.load(Ordering::Relaxed) > 0;
+                let busy = ds.in_flight.load(Ordering::Relaxed) > 0;
                 if now_seen == last_seen && !busy {
                     quiet_checks += 1;
                     if quiet_checks >= IDLE_CHECKS && idle_closing {
-                        tracing::debug!(%peer, "idle connection ignored the close; dropping it");
-                        break;
+                        tracing::debug!(peer = %ds.peer, "idle connection ignored the close; dropping it");
+                        control.order(CLOSE);
+                        return;
                     }
                     if quiet_checks >= IDLE_CHECKS {
-                        tracing::debug!(%peer, "closing idle connection");
-                        conn.as_mut().graceful_shutdown();
+                        tracing::debug!(peer = %ds.peer, "closing idle connection");
+                        control.order(GRACEFUL);
                         closing = true;
                         idle_closing = true;
                         quiet_checks = 0;
@@ -191,11 +261,6 @@ async fn serve_connection(
                     quiet_checks = 0;
                 }
             }
-            () = stop.cancelled(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            () = force_close.cancelled() => break,
         }
     }
 }
