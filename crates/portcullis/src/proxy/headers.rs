@@ -20,6 +20,10 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// is true (a protocol upgrade being proxied), `Connection: upgrade` and `Upgrade` are kept.
 /// `TE: trailers` is kept (gRPC needs it); any other `TE` is dropped.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names instead of a lookup each.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Fields listed in Connection are hop-by-hop too.
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
@@ -60,6 +64,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
     }
+}
+
+/// Names that are hop-by-hop whatever `Connection` says (and `Connection` itself).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 /// Whether the request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
