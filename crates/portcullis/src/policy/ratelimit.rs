@@ -5,7 +5,6 @@
 //! policies.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -474,9 +473,15 @@ fn write_headers(h: &mut HeaderMap, limiter: &RateLimiter, d: &Decision) {
     };
     h.insert(RATELIMIT_POLICY, policy.clone());
     let reset = d.reset_after_secs();
-    let mut value = String::with_capacity(limiter.name.len() + 24);
-    let _ = write!(value, "\"{}\";r={};t={}", limiter.name, d.remaining, reset);
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    // `"name";r=R;t=T`, written without the formatting machinery (it runs per response).
+    let mut value = Vec::with_capacity(limiter.name.len() + 32);
+    value.push(b'"');
+    value.extend_from_slice(limiter.name.as_bytes());
+    value.extend_from_slice(b"\";r=");
+    push_decimal(&mut value, u64::from(d.remaining));
+    value.extend_from_slice(b";t=");
+    push_decimal(&mut value, reset);
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
         h.insert(RATELIMIT, v);
     }
     if limiter.legacy_headers {
@@ -484,6 +489,21 @@ fn write_headers(h: &mut HeaderMap, limiter: &RateLimiter, d: &Decision) {
         h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
         h.insert(X_RATELIMIT_RESET, HeaderValue::from(reset));
     }
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn ceil_secs(d: Duration) -> u64 {
