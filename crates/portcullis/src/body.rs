@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::h1pool::PooledConn;
 use crate::upstream::Picked;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,7 +28,9 @@ pub enum Body {
     Limited(LimitedIncoming),
     /// An upstream's response body; holds the endpoint pick so the endpoint counts the
     /// request as in flight until the body has been sent.
-    Upstream(Incoming, Picked),
+    /// The HTTP/1.1 connection it came on rides along and goes back to its pool when the
+    /// body has been sent and dropped.
+    Upstream(Incoming, Picked, Option<PooledConn>),
 }
 
 impl Body {
@@ -51,7 +54,7 @@ impl HttpBody for Body {
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(BoxError::from))),
             Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
-            Body::Upstream(inner, _) => Pin::new(inner)
+            Body::Upstream(inner, _, _) => Pin::new(inner)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(BoxError::from))),
         }
@@ -63,7 +66,7 @@ impl HttpBody for Body {
             Body::Full(data) => data.is_none(),
             Body::Stream(inner) => inner.is_end_stream(),
             Body::Limited(inner) => inner.inner.is_end_stream(),
-            Body::Upstream(inner, _) => inner.is_end_stream(),
+            Body::Upstream(inner, _, _) => inner.is_end_stream(),
         }
     }
 
@@ -73,7 +76,7 @@ impl HttpBody for Body {
             Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Stream(inner) => inner.size_hint(),
             Body::Limited(inner) => inner.inner.size_hint(),
-            Body::Upstream(inner, _) => inner.size_hint(),
+            Body::Upstream(inner, _, _) => inner.size_hint(),
         }
     }
 }

@@ -107,7 +107,7 @@ pub async fn forward(
     )
     .await
     .map_err(|_| ProxyError::new(ErrorKind::UpstreamTimeout))?;
-    let mut resp = match sent {
+    let (mut resp, conn) = match sent {
         // The send failed because the body went over its limit, whatever the client made of it.
         Err(err) if body_exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) => {
             return Err(ProxyError::with_source(ErrorKind::RequestBodyTooLarge, err));
@@ -132,7 +132,7 @@ pub async fn forward(
     let body = if switching {
         Body::Empty
     } else {
-        Body::Upstream(body, picked)
+        Body::Upstream(body, picked, conn)
     };
     Ok(Response::from_parts(head, body))
 }

@@ -1,16 +1,16 @@
-//! The connections to an upstream's endpoints. HTTP/1.1 goes through hyper-util's pooled
-//! client (keep-alive pool keyed by endpoint address); HTTP/2 through `h2pool`, one multiplexed
-//! connection per endpoint, so `:authority` can carry the route's host while the connection
-//! goes to the endpoint. Errors are mapped to `ProxyError` kinds here.
+//! The connections to an upstream's endpoints: HTTP/1.1 through `h1pool` (keep-alive
+//! connections on a stack per endpoint), HTTP/2 through `h2pool` (one multiplexed connection
+//! per endpoint, so `:authority` can carry the route's host while the connection goes to the
+//! endpoint). Failures are mapped to `ProxyError` kinds here.
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::Version;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::Arc;
 
+use hyper::body::Incoming;
+
+use super::h1pool::{H1Pool, PooledConn};
 use super::h2pool::H2Pool;
 use super::Endpoint;
 use crate::body::Body;
@@ -19,28 +19,31 @@ use crate::error::{ErrorKind, ProxyError};
 
 #[derive(Debug)]
 pub enum UpstreamClient {
-    Http1(Box<Client<HttpConnector, Body>>),
+    Http1(H1Pool),
     Http2(H2Pool),
 }
+
+/// A response head from an upstream, with the HTTP/1.1 connection it came on: the connection
+/// goes back to its endpoint's idle stack when this (or the body it is moved into) is dropped.
+pub type UpstreamResponse = (http::Response<Incoming>, Option<PooledConn>);
 
 impl UpstreamClient {
     pub fn new(protocol: UpstreamProtocol, pool: &PoolConfig) -> Self {
         match protocol {
-            UpstreamProtocol::Http1 => {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.set_connect_timeout(Some(pool.connect_timeout));
-                connector.enforce_http(true);
-                let mut builder = Client::builder(TokioExecutor::new());
-                builder
-                    .timer(TokioTimer::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(pool.idle_timeout)
-                    .pool_max_idle_per_host(pool.max_idle_per_endpoint)
-                    .set_host(false);
-                UpstreamClient::Http1(Box::new(builder.build(connector)))
-            }
+            UpstreamProtocol::Http1 => UpstreamClient::Http1(H1Pool::new(
+                pool.connect_timeout,
+                pool.idle_timeout,
+                pool.max_idle_per_endpoint,
+            )),
             UpstreamProtocol::Http2 => UpstreamClient::Http2(H2Pool::new(pool.connect_timeout)),
+        }
+    }
+
+    /// How long HTTP/1.1 connections may stay idle (`None` for HTTP/2).
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        match self {
+            UpstreamClient::Http1(pool) => Some(pool.idle_timeout()),
+            UpstreamClient::Http2(_) => None,
         }
     }
 
@@ -49,17 +52,17 @@ impl UpstreamClient {
     /// `:authority`).
     pub async fn send(
         &self,
-        endpoint: &Endpoint,
+        endpoint: &Arc<Endpoint>,
         mut req: http::Request<Body>,
-    ) -> Result<http::Response<Incoming>, ProxyError> {
+    ) -> Result<UpstreamResponse, ProxyError> {
         let path_and_query = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         match self {
-            UpstreamClient::Http1(client) => {
-                *req.uri_mut() = absolute(endpoint.authority.clone(), path_and_query)?;
+            UpstreamClient::Http1(pool) => {
+                *req.uri_mut() = Uri::from(path_and_query);
                 *req.version_mut() = Version::HTTP_11;
                 // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the endpoint's.
                 if !req.headers().contains_key(header::HOST) {
@@ -67,7 +70,8 @@ impl UpstreamClient {
                         req.headers_mut().insert(header::HOST, host);
                     }
                 }
-                client.request(req).await.map_err(classify_legacy)
+                let (resp, conn) = pool.send(endpoint, req).await?;
+                Ok((resp, Some(conn)))
             }
             UpstreamClient::Http2(pool) => {
                 // In HTTP/2 the host travels as :authority, never as a Host header.
@@ -78,7 +82,7 @@ impl UpstreamClient {
                     .unwrap_or_else(|| endpoint.authority.clone());
                 *req.uri_mut() = absolute(authority, path_and_query)?;
                 *req.version_mut() = Version::HTTP_2;
-                pool.send(endpoint.addr, req).await
+                Ok((pool.send(endpoint.addr, req).await?, None))
             }
         }
     }
@@ -95,15 +99,6 @@ fn absolute(authority: Authority, path_and_query: PathAndQuery) -> Result<Uri, P
 
 fn authority_of(host: &HeaderValue) -> Option<Authority> {
     Authority::try_from(host.as_bytes()).ok()
-}
-
-/// Maps a pooled-client error to whose fault it was and what the client is told.
-fn classify_legacy(err: hyper_util::client::legacy::Error) -> ProxyError {
-    if err.is_connect() {
-        return ProxyError::with_source(ErrorKind::UpstreamConnect, err);
-    }
-    let kind = classify_chain(std::error::Error::source(&err));
-    ProxyError::with_source(kind, err)
 }
 
 /// Maps a failure of a request on an established connection, looking through its causes.

@@ -259,7 +259,7 @@ async fn run(
 }
 
 /// One GET of the check path, within the check timeout.
-async fn probe(upstream: &Upstream, endpoint: &Endpoint, check: &HealthCheck) -> Outcome {
+async fn probe(upstream: &Upstream, endpoint: &Arc<Endpoint>, check: &HealthCheck) -> Outcome {
     let uri = http::Uri::builder()
         .scheme(http::uri::Scheme::HTTP)
         .authority(endpoint.authority.clone())
@@ -282,17 +282,21 @@ async fn probe(upstream: &Upstream, endpoint: &Endpoint, check: &HealthCheck) ->
         Err(e) => return Outcome::Error(e.to_string()),
     };
     let deadline = tokio::time::Instant::now() + check.timeout;
-    let response =
+    let (response, conn) =
         match tokio::time::timeout_at(deadline, upstream.client.send(endpoint, request)).await {
             Err(_) => return Outcome::Timeout(check.timeout),
             Ok(Err(e)) => return Outcome::Error(e.to_string()),
             Ok(Ok(r)) => r,
         };
     let status = response.status();
-    // Read a bounded amount of the body so the pooled connection can be reused; the verdict
-    // is the status either way.
+    // Read a bounded amount of the body so the connection can be reused (it goes back to the
+    // pool only when the body was read to its end); the verdict is the status either way.
     let drain = http_body_util::Limited::new(response.into_body(), MAX_DRAIN_BYTES).collect();
-    let _ = tokio::time::timeout_at(deadline, drain).await;
+    if !matches!(tokio::time::timeout_at(deadline, drain).await, Ok(Ok(_))) {
+        if let Some(conn) = conn {
+            conn.discard();
+        }
+    }
     Outcome::Status(status, check.passes(status))
 }
 

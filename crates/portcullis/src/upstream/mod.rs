@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod dns;
+pub mod h1pool;
 pub mod h2pool;
 pub mod health;
 pub mod lb;
@@ -26,6 +27,8 @@ pub struct Endpoint {
     pub authority: http::uri::Authority,
     healthy: AtomicBool,
     in_flight: AtomicUsize,
+    /// Idle HTTP/1.1 keep-alive connections to this endpoint.
+    pub(crate) h1_idle: h1pool::IdleStack,
 }
 
 impl Endpoint {
@@ -38,6 +41,7 @@ impl Endpoint {
             authority,
             healthy: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
+            h1_idle: h1pool::IdleStack::default(),
         }
     }
 
@@ -258,6 +262,13 @@ impl Upstream {
             }
         }
         drop(state);
+        if let Some(idle_timeout) = self.client.idle_timeout() {
+            tokio::spawn(expire_idle_loop(
+                Arc::downgrade(self),
+                idle_timeout,
+                stop.clone(),
+            ));
+        }
         let has_hosts = self
             .specs
             .iter()
@@ -375,6 +386,29 @@ impl Upstream {
         }
         self.balancer
             .store(Arc::new(lb::Balancer::new(self.policy, rotation)));
+    }
+}
+
+/// Closes HTTP/1.1 connections idle longer than `idle_timeout`, checking every half of it.
+async fn expire_idle_loop(
+    upstream: std::sync::Weak<Upstream>,
+    idle_timeout: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut ticker =
+        tokio::time::interval((idle_timeout / 2).max(std::time::Duration::from_millis(10)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let Some(upstream) = upstream.upgrade() else {
+            return;
+        };
+        for endpoint in upstream.endpoints.load().iter() {
+            endpoint.h1_idle.expire(idle_timeout);
+        }
     }
 }
 

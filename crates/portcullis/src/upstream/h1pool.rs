@@ -1,0 +1,180 @@
+//! HTTP/1.1 to upstreams: keep-alive connections kept on a stack per endpoint (no lookup
+//! by key, no task per request), on hyper's connection-level client. A connection goes
+//! back to its endpoint when the response body it carried has been sent on and dropped; a
+//! request that a reused connection never wrote (the upstream had closed it) is sent once
+//! more on another connection.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::client::classify_chain;
+use super::Endpoint;
+use crate::body::Body;
+use crate::error::{ErrorKind, ProxyError};
+
+/// Idle keep-alive connections of one endpoint, most recently used last.
+#[derive(Debug, Default)]
+pub struct IdleStack(Mutex<Vec<Idle>>);
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+impl IdleStack {
+    /// The most recently used connection that is still open and younger than `max_idle_age`.
+    fn pop(&self, max_idle_age: Duration) -> Option<SendRequest<Body>> {
+        let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(idle) = stack.pop() {
+            if !idle.sender.is_closed() && idle.since.elapsed() < max_idle_age {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    fn push(&self, sender: SendRequest<Body>, max_idle: usize) {
+        let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if stack.len() < max_idle {
+            stack.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops connections idle longer than `max_idle_age` (closing them).
+    pub fn expire(&self, max_idle_age: Duration) {
+        let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        stack.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < max_idle_age);
+    }
+
+    /// Connections kept idle now.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A connection lent to one exchange; goes back to its endpoint's stack when dropped.
+#[derive(Debug)]
+pub struct PooledConn {
+    sender: Option<SendRequest<Body>>,
+    endpoint: Arc<Endpoint>,
+    max_idle: usize,
+}
+
+impl PooledConn {
+    /// Closes the connection instead of keeping it (its response was not read to the end).
+    pub fn discard(mut self) {
+        self.sender = None;
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            if !sender.is_closed() && self.max_idle > 0 {
+                self.endpoint.h1_idle.push(sender, self.max_idle);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct H1Pool {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+impl H1Pool {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+        Self {
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Sends `req` (origin-form URI, `Host` header set) to `endpoint` on an idle connection
+    /// or a new one; returns the response and the connection, lent until the body is done.
+    pub async fn send(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        mut req: http::Request<Body>,
+    ) -> Result<(http::Response<Incoming>, PooledConn), ProxyError> {
+        loop {
+            let (mut sender, reused) = match endpoint.h1_idle.pop(self.idle_timeout) {
+                Some(sender) => (sender, true),
+                None => (self.connect(endpoint).await?, false),
+            };
+            if let Err(err) = sender.ready().await {
+                if reused {
+                    continue; // closed while idle: try the next one
+                }
+                return Err(ProxyError::with_source(ErrorKind::UpstreamReset, err));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let conn = PooledConn {
+                        sender: Some(sender),
+                        endpoint: endpoint.clone(),
+                        max_idle: self.max_idle,
+                    };
+                    return Ok((resp, conn));
+                }
+                Err(mut err) => match err.take_message() {
+                    // Never written: the upstream closed the idle connection first.
+                    Some(unsent) if reused => req = unsent,
+                    _ => {
+                        let err = err.into_error();
+                        let kind = classify_chain(Some(&err));
+                        return Err(ProxyError::with_source(kind, err));
+                    }
+                },
+            }
+        }
+    }
+
+    async fn connect(&self, endpoint: &Endpoint) -> Result<SendRequest<Body>, ProxyError> {
+        let addr = endpoint.addr;
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| {
+                ProxyError::with_source(
+                    ErrorKind::UpstreamConnect,
+                    format!(
+                        "connect to {addr} timed out after {:?}",
+                        self.connect_timeout
+                    ),
+                )
+            })?
+            .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamConnect, e))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamConnect, e))?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(endpoint = %addr, error = %err, "upstream connection closed");
+            }
+        });
+        Ok(sender)
+    }
+}
