@@ -20,39 +20,43 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// is true (a protocol upgrade being proxied), `Connection: upgrade` and `Upgrade` are kept.
 /// `TE: trailers` is kept (gRPC needs it); any other `TE` is dropped.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of them: one pass over the names instead of a lookup each.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
+    // One pass over the names finds which hop-by-hop fields are present (most messages carry
+    // none, or only `Connection`); only those are then looked up and removed.
+    let mut present = Present::default();
+    for name in headers.keys() {
+        present.note(name);
     }
-    // Fields listed in Connection are hop-by-hop too.
-    if headers.contains_key(header::CONNECTION) {
+    if present.connection {
+        // Fields listed in Connection are hop-by-hop too.
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| *name != header::TE && !(upgrade && *name == header::UPGRADE))
+            .filter(|name| !is_hop_by_hop(name))
             .collect();
         for name in listed {
-            if upgrade && name == header::UPGRADE {
-                continue;
-            }
-            if name == header::TE {
-                continue; // decided below
-            }
             headers.remove(&name);
         }
         headers.remove(header::CONNECTION);
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(header::TRANSFER_ENCODING);
+    if present.keep_alive {
+        headers.remove(KEEP_ALIVE);
+    }
+    if present.proxy_connection {
+        headers.remove(PROXY_CONNECTION);
+    }
+    if present.transfer_encoding {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present.upgrade {
         headers.remove(header::UPGRADE);
     }
-    if headers.contains_key(header::TE) {
+    if present.te {
         let trailers = headers
             .get_all(header::TE)
             .iter()
@@ -62,6 +66,35 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.remove(header::TE);
         if trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// Which fixed hop-by-hop fields a message carries.
+#[derive(Default)]
+struct Present {
+    connection: bool,
+    keep_alive: bool,
+    proxy_connection: bool,
+    transfer_encoding: bool,
+    upgrade: bool,
+    te: bool,
+}
+
+impl Present {
+    fn note(&mut self, name: &HeaderName) {
+        if name == header::CONNECTION {
+            self.connection = true;
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == header::UPGRADE {
+            self.upgrade = true;
+        } else if name == header::TE {
+            self.te = true;
+        } else if name == KEEP_ALIVE {
+            self.keep_alive = true;
+        } else if name == PROXY_CONNECTION {
+            self.proxy_connection = true;
         }
     }
 }
@@ -142,9 +175,13 @@ pub fn set_forwarded(
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(from_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        headers.remove(&X_FORWARDED_HOST);
-        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(X_FORWARDED_HOST, v);
+        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(v) => {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
         }
     }
 }

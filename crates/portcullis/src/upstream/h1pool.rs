@@ -121,7 +121,8 @@ impl H1Pool {
         loop {
             let (mut sender, reused) = match endpoint.h1_idle.pop(self.idle_timeout) {
                 Some(sender) => (sender, true),
-                None => (self.connect(endpoint).await?, false),
+                // Boxed: the connect path is rare, and inline it would enlarge every request's future.
+                None => (Box::pin(self.connect(endpoint)).await?, false),
             };
             if let Err(err) = sender.ready().await {
                 if reused {

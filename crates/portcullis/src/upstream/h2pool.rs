@@ -74,7 +74,7 @@ impl H2Pool {
                 return Ok(sender.clone());
             }
         }
-        let sender = self.connect(addr).await?;
+        let sender = Box::pin(self.connect(addr)).await?;
         *current = Some(sender.clone());
         Ok(sender)
     }
