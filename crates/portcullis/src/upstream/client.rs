@@ -88,6 +88,25 @@ impl UpstreamClient {
     }
 }
 
+/// Opens a TCP connection to an endpoint within `timeout`, with Nagle off; any failure is a
+/// connect failure (502 `upstream_connect_failed`).
+pub(crate) async fn connect_tcp(
+    addr: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<tokio::net::TcpStream, ProxyError> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            ProxyError::with_source(
+                ErrorKind::UpstreamConnect,
+                format!("connect to {addr} timed out after {timeout:?}"),
+            )
+        })?
+        .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamConnect, e))?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
 fn absolute(authority: Authority, path_and_query: PathAndQuery) -> Result<Uri, ProxyError> {
     Uri::builder()
         .scheme(Scheme::HTTP)

@@ -10,10 +10,9 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::client::classify_chain;
+use super::client::{classify_chain, connect_tcp};
 use super::Endpoint;
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
@@ -154,19 +153,7 @@ impl H1Pool {
 
     async fn connect(&self, endpoint: &Endpoint) -> Result<SendRequest<Body>, ProxyError> {
         let addr = endpoint.addr;
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                ProxyError::with_source(
-                    ErrorKind::UpstreamConnect,
-                    format!(
-                        "connect to {addr} timed out after {:?}",
-                        self.connect_timeout
-                    ),
-                )
-            })?
-            .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamConnect, e))?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(addr, self.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

@@ -11,9 +11,8 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
-use super::client::classify_chain;
+use super::client::{classify_chain, connect_tcp};
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
 
@@ -80,19 +79,7 @@ impl H2Pool {
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Body>, ProxyError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| {
-                ProxyError::with_source(
-                    ErrorKind::UpstreamConnect,
-                    format!(
-                        "connect to {addr} timed out after {:?}",
-                        self.connect_timeout
-                    ),
-                )
-            })?
-            .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamConnect, e))?;
-        let _ = stream.set_nodelay(true);
+        let stream = connect_tcp(addr, self.connect_timeout).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
