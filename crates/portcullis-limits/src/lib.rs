@@ -32,6 +32,7 @@
 //! assert_eq!(decision.remaining, 9);
 //! ```
 
+mod breaker;
 mod concurrency;
 mod decision;
 mod direct;
@@ -42,6 +43,9 @@ mod store;
 mod time;
 mod window;
 
+pub use breaker::{
+    Admission, Breaker, BreakerConfig, BreakerState, BreakerWindow, Cause, Transition,
+};
 pub use concurrency::{ConcurrencyLimit, Permit};
 pub use decision::{Decision, Outcome};
 pub use direct::DirectGcra;
