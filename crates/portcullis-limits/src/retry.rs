@@ -69,7 +69,10 @@ pub const BUCKETS: usize = 10;
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
-/// A retry budget for one upstream; see the [module docs](self) for the exact semantics.
+/// A retry budget for one upstream: within a sliding window (10 buckets), retries may reach
+/// `ratio_percent`% of the original requests plus `min_per_sec` per second of the window.
+/// The exact semantics (bucketing, rounding, time going backwards, zero slack across threads)
+/// are in the doc comment atop `portcullis-limits/src/retry.rs`.
 #[derive(Debug)]
 pub struct RetryBudget {
     ratio_percent: u32,
