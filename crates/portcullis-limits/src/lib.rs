@@ -53,3 +53,8 @@ pub use key::{Key, KeyHasher};
 pub use limit::{Algorithm, Limit, LimitError, Request, State};
 pub use store::{MemoryStore, Store, StoreStats};
 pub use time::Nanos;
+
+mod retry;
+pub use retry::{
+    honour_retry_after, Backoff, RetryBudget, RetryBudgetStats, BUCKETS as RETRY_BUDGET_BUCKETS,
+};
