@@ -32,6 +32,7 @@
 //! assert_eq!(decision.remaining, 9);
 //! ```
 
+mod adaptive;
 mod concurrency;
 mod decision;
 mod direct;
@@ -42,6 +43,7 @@ mod store;
 mod time;
 mod window;
 
+pub use adaptive::{AdaptiveConfig, AdaptiveLimit, AdaptivePermit};
 pub use concurrency::{ConcurrencyLimit, Permit};
 pub use decision::{Decision, Outcome};
 pub use direct::DirectGcra;
