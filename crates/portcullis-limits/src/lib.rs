@@ -16,7 +16,13 @@
 //!   limits that are not keyed.
 //! - [`Decision`] carries what the RateLimit / Retry-After headers need, and an [`Outcome`]
 //!   that is `Allowed`, `Delayed` (slot reserved, wait then proceed) or `Denied`.
-//! - [`ConcurrencyLimit`] caps requests in flight with a permit released on drop.
+//! - [`ConcurrencyLimit`] caps requests in flight with a permit released on drop;
+//!   [`AdaptiveLimit`] moves that cap with measured latency (no min-RTT probing dips).
+//! - [`Breaker`] is the circuit-breaker state machine (count or time window, failure and
+//!   slow-call rates, growing open durations, half-open probes), reporting each transition.
+//! - [`RetryBudget`] bounds retries to a share of requests plus a floor per second;
+//!   [`Backoff`] is full-jitter exponential backoff, [`honour_retry_after`] merges an
+//!   upstream's `Retry-After`.
 //!
 //! ```
 //! use std::time::Duration;
@@ -32,6 +38,7 @@
 //! assert_eq!(decision.remaining, 9);
 //! ```
 
+mod adaptive;
 mod breaker;
 mod concurrency;
 mod decision;
@@ -39,10 +46,12 @@ mod direct;
 mod gcra;
 mod key;
 mod limit;
+mod retry;
 mod store;
 mod time;
 mod window;
 
+pub use adaptive::{AdaptiveConfig, AdaptiveLimit, AdaptivePermit};
 pub use breaker::{
     Admission, Breaker, BreakerConfig, BreakerState, BreakerWindow, Cause, Transition,
 };
@@ -51,10 +60,8 @@ pub use decision::{Decision, Outcome};
 pub use direct::DirectGcra;
 pub use key::{Key, KeyHasher};
 pub use limit::{Algorithm, Limit, LimitError, Request, State};
-pub use store::{MemoryStore, Store, StoreStats};
-pub use time::Nanos;
-
-mod retry;
 pub use retry::{
     honour_retry_after, Backoff, RetryBudget, RetryBudgetStats, BUCKETS as RETRY_BUDGET_BUCKETS,
 };
+pub use store::{MemoryStore, Store, StoreStats};
+pub use time::Nanos;
