@@ -22,8 +22,6 @@ pub enum Body {
     Empty,
     /// A body made in full by the gateway (direct responses, errors).
     Full(Option<Bytes>),
-    /// A body streamed from the peer on the other side, frames (and trailers) passed as they come.
-    Stream(Incoming),
     /// A client's request body with a byte ceiling; going over it fails the stream.
     Limited(LimitedIncoming),
     /// An upstream's response body; holds the endpoint pick so the endpoint counts the
@@ -50,9 +48,6 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Body::Stream(inner) => Pin::new(inner)
-                .poll_frame(cx)
-                .map(|o| o.map(|r| r.map_err(BoxError::from))),
             Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
             Body::Upstream(inner, _, _) => Pin::new(inner)
                 .poll_frame(cx)
@@ -64,7 +59,6 @@ impl HttpBody for Body {
         match self {
             Body::Empty => true,
             Body::Full(data) => data.is_none(),
-            Body::Stream(inner) => inner.is_end_stream(),
             Body::Limited(inner) => inner.inner.is_end_stream(),
             Body::Upstream(inner, _, _) => inner.is_end_stream(),
         }
@@ -74,7 +68,6 @@ impl HttpBody for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Body::Stream(inner) => inner.size_hint(),
             Body::Limited(inner) => inner.inner.size_hint(),
             Body::Upstream(inner, _, _) => inner.size_hint(),
         }
