@@ -268,6 +268,20 @@ pub struct RateLimitState {
     pub denied_by: Option<Arc<str>>,
 }
 
+/// What the limits are asked about: the request and what the gateway knows of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub req: &'a Parts,
+    /// After trusted `X-Forwarded-For`.
+    pub client_ip: IpAddr,
+    /// The matched route's name (empty before routing).
+    pub route: &'a str,
+    /// The route's `rate_limit_cost`.
+    pub route_cost: Option<u32>,
+    /// For the refusal's body.
+    pub request_id: &'a HeaderValue,
+}
+
 /// What the limits decided for a request.
 #[derive(Debug)]
 pub enum Verdict {
@@ -285,12 +299,16 @@ pub enum Verdict {
 pub fn check(
     limiters: &[Arc<RateLimiter>],
     registry: &Registry,
-    req: &Parts,
-    client_ip: IpAddr,
-    route: &str,
-    route_cost: Option<u32>,
+    ask: &Ask<'_>,
     state: &mut RateLimitState,
 ) -> Verdict {
+    let Ask {
+        req,
+        client_ip,
+        route,
+        route_cost,
+        request_id,
+    } = *ask;
     let mut delay = Duration::ZERO;
     for limiter in limiters {
         let stats = &limiter.stats;
@@ -303,7 +321,7 @@ pub fn check(
                 None if limiter.enforce => {
                     stats.denied.fetch_add(1, Ordering::Relaxed);
                     state.denied_by = Some(limiter.name.clone());
-                    return Verdict::Refuse(refusal(limiter, None));
+                    return Verdict::Refuse(refusal(limiter, None, request_id));
                 }
                 None => shadow_denied(limiter, None),
             },
@@ -335,7 +353,7 @@ pub fn check(
                     Outcome::Denied | Outcome::CostExceedsLimit if limiter.enforce => {
                         stats.denied.fetch_add(1, Ordering::Relaxed);
                         state.denied_by = Some(limiter.name.clone());
-                        return Verdict::Refuse(refusal(limiter, Some(&decision)));
+                        return Verdict::Refuse(refusal(limiter, Some(&decision), request_id));
                     }
                     Outcome::Denied | Outcome::CostExceedsLimit => {
                         shadow_denied(limiter, Some(&decision));
@@ -430,29 +448,24 @@ fn shadow_denied(limiter: &RateLimiter, decision: Option<&Decision>) {
     }
 }
 
-/// The refusal: status, reason, `Retry-After`, the policy's `RateLimit` headers, JSON body.
+/// The refusal: the gateway's error response (reason `rate_limited`, with the policy and
+/// `retry_after` in the body), `Retry-After` and the policy's `RateLimit` headers.
 fn refusal(
     limiter: &RateLimiter,
     decision: Option<&Decision>,
+    request_id: &HeaderValue,
 ) -> http::Response<crate::body::Body> {
     let retry_after = decision.and_then(|d| d.retry_after_secs());
-    let body = serde_json::json!({
-        "reason": crate::reason::RATE_LIMITED,
-        "status": limiter.status.as_u16(),
-        "policy": &*limiter.name,
-        "retry_after": retry_after,
-    });
-    let mut resp = http::Response::new(crate::body::Body::full(body.to_string()));
-    *resp.status_mut() = limiter.status;
+    let mut extra = serde_json::Map::new();
+    extra.insert("policy".into(), (*limiter.name).into());
+    extra.insert("retry_after".into(), retry_after.into());
+    let mut resp = crate::proxy::gateway_response(
+        limiter.status,
+        crate::reason::RATE_LIMITED,
+        request_id,
+        extra,
+    );
     let h = resp.headers_mut();
-    h.insert(
-        crate::reason::HEADER,
-        HeaderValue::from_static(crate::reason::RATE_LIMITED),
-    );
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
     if let Some(secs) = retry_after {
         h.insert(RETRY_AFTER, HeaderValue::from(secs));
     }

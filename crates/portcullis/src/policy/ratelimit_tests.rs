@@ -11,6 +11,8 @@ use http::request::Parts;
 use super::*;
 use crate::config::schema::RateLimitConfig;
 
+static REQUEST_ID: http::HeaderValue = http::HeaderValue::from_static("req-1");
+
 fn policy(yaml: &str) -> RateLimitConfig {
     serde_yaml_ng::with::singleton_map_recursive::deserialize(
         serde_yaml_ng::Deserializer::from_str(yaml),
@@ -42,15 +44,14 @@ async fn ask(
     client: &str,
 ) -> (Option<http::Response<crate::body::Body>>, RateLimitState) {
     let mut state = RateLimitState::default();
-    let verdict = check(
-        limiters,
-        registry,
+    let ask = Ask {
         req,
-        ip(client),
-        "route-a",
-        None,
-        &mut state,
-    );
+        client_ip: ip(client),
+        route: "route-a",
+        route_cost: None,
+        request_id: &REQUEST_ID,
+    };
+    let verdict = check(limiters, registry, &ask, &mut state);
     let refusal = match verdict {
         Verdict::Pass => None,
         Verdict::Wait(d) => {
@@ -81,6 +82,13 @@ async fn token_bucket_allows_burst_then_refills_at_the_rate() {
     assert_eq!(refusal.headers()["ratelimit-policy"], "\"tb\";q=2;w=1");
     assert_eq!(refusal.headers()["ratelimit"], "\"tb\";r=0;t=1");
     assert_eq!(refusal.headers()[crate::reason::HEADER], "rate_limited");
+    let crate::body::Body::Full(Some(body)) = refusal.body() else {
+        panic!("a refusal has a full JSON body");
+    };
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(json["request_id"], "req-1", "{json}");
+    assert_eq!(json["policy"], "tb", "{json}");
+    assert_eq!(json["retry_after"], 1, "{json}");
 
     tokio::time::advance(Duration::from_millis(499)).await;
     assert!(!allowed(&l, &registry, &req).await, "1 ms too early");
@@ -285,9 +293,16 @@ async fn cost_per_method_beats_route_cost_beats_default() {
     let post = http::Request::post("/").body(()).unwrap().into_parts().0;
     let get_req = get("/", &[]);
     let mut state = RateLimitState::default();
-    let ip = ip("192.0.2.1");
+    let client_ip = ip("192.0.2.1");
+    let ask = |req, route_cost| Ask {
+        req,
+        client_ip,
+        route: "r",
+        route_cost,
+        request_id: &REQUEST_ID,
+    };
     assert!(matches!(
-        check(&l, &registry, &post, ip, "r", Some(3), &mut state),
+        check(&l, &registry, &ask(&post, Some(3)), &mut state),
         Verdict::Pass
     ));
     assert_eq!(
@@ -296,7 +311,7 @@ async fn cost_per_method_beats_route_cost_beats_default() {
         "POST costs 5"
     );
     assert!(matches!(
-        check(&l, &registry, &get_req, ip, "r", Some(3), &mut state),
+        check(&l, &registry, &ask(&get_req, Some(3)), &mut state),
         Verdict::Pass
     ));
     assert_eq!(
@@ -305,7 +320,7 @@ async fn cost_per_method_beats_route_cost_beats_default() {
         "route cost 3"
     );
     assert!(matches!(
-        check(&l, &registry, &get_req, ip, "r", None, &mut state),
+        check(&l, &registry, &ask(&get_req, None), &mut state),
         Verdict::Pass
     ));
     assert_eq!(

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use crate::app::Shared;
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
-use crate::policy::ratelimit::{self, RateLimitState, Verdict};
+use crate::policy::ratelimit::{self, Ask, RateLimitState, Verdict};
 use crate::policy::Flow;
 use crate::reason;
 use crate::router::{Action, Redirect};
@@ -68,7 +68,7 @@ pub async fn handle(
     let request_id = headers::ensure_request_id(&mut parts.headers);
 
     let mut limits = RateLimitState::default();
-    let mut resp = match process(&runtime, &ds, parts, body, &mut limits).await {
+    let mut resp = match process(&runtime, &ds, parts, body, &request_id, &mut limits).await {
         Ok(resp) => resp,
         Err(err) => {
             log_error(&err, &ds, &request_id);
@@ -89,6 +89,7 @@ async fn process(
     ds: &Downstream,
     mut parts: http::request::Parts,
     body: Incoming,
+    request_id: &HeaderValue,
     limits: &mut RateLimitState,
 ) -> Result<Response<Body>, ProxyError> {
     // 1. The request must be one we can route at all.
@@ -101,15 +102,14 @@ async fn process(
 
     // 2. The listener's rate limits, before any routing work.
     if !listener.rate_limits.is_empty() {
-        let verdict = ratelimit::check(
-            &listener.rate_limits,
-            registry,
-            &parts,
+        let ask = Ask {
+            req: &parts,
             client_ip,
-            "",
-            None,
-            limits,
-        );
+            route: "",
+            route_cost: None,
+            request_id,
+        };
+        let verdict = ratelimit::check(&listener.rate_limits, registry, &ask, limits);
         if let Some(refusal) = wait_or_refuse(verdict).await {
             return Ok(refusal);
         }
@@ -124,15 +124,14 @@ async fn process(
 
     // 4. The route's rate limits, then its other policies on the request.
     if !route.rate_limits.is_empty() {
-        let verdict = ratelimit::check(
-            &route.rate_limits,
-            registry,
-            &parts,
+        let ask = Ask {
+            req: &parts,
             client_ip,
-            &route.name,
-            route.rate_limit_cost,
-            limits,
-        );
+            route: &route.name,
+            route_cost: route.rate_limit_cost,
+            request_id,
+        };
+        let verdict = ratelimit::check(&route.rate_limits, registry, &ask, limits);
         if let Some(refusal) = wait_or_refuse(verdict).await {
             return Ok(refusal);
         }
@@ -217,12 +216,25 @@ fn redirect_response(
 /// The response for a failure: its status, the reason in a header and a small JSON body.
 pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<Body> {
     let (status, reason) = err.status_and_reason();
-    let body = serde_json::json!({
-        "reason": reason,
-        "status": status.as_u16(),
-        "request_id": request_id.to_str().unwrap_or(""),
-    });
-    let mut resp = Response::new(Body::full(body.to_string()));
+    gateway_response(status, reason, request_id, serde_json::Map::new())
+}
+
+/// Every response the gateway makes itself because it refused or failed a request: the status,
+/// `x-portcullis-reason`, and a JSON body `{reason, status, request_id}` plus `extra` fields.
+pub fn gateway_response(
+    status: StatusCode,
+    reason: &'static str,
+    request_id: &HeaderValue,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Response<Body> {
+    let mut body = extra;
+    body.insert("reason".into(), reason.into());
+    body.insert("status".into(), status.as_u16().into());
+    body.insert(
+        "request_id".into(),
+        request_id.to_str().unwrap_or("").into(),
+    );
+    let mut resp = Response::new(Body::full(serde_json::Value::Object(body).to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(reason::HEADER, HeaderValue::from_static(reason));

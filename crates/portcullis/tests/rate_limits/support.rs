@@ -156,7 +156,8 @@ pub fn has_no_ratelimit_headers(resp: &TestResponse) -> bool {
 }
 
 /// Asserts `resp` is a refusal by `policy` with `status`: the reason header, a JSON body
-/// `{reason, status, policy, retry_after}`, `Retry-After` (whole seconds > 0, equal to the
+/// `{reason, status, request_id, policy, retry_after}` (the id the `x-request-id` header
+/// carries, as on every gateway-made response), `Retry-After` (whole seconds > 0, equal to the
 /// body's), and `RateLimit-Policy`/`RateLimit` naming `policy` with `r=0`. Returns the
 /// `Retry-After` seconds.
 pub fn assert_refused(resp: &TestResponse, status: u16, policy: &str) -> u64 {
@@ -168,6 +169,10 @@ pub fn assert_refused(resp: &TestResponse, status: u16, policy: &str) -> u64 {
     assert_eq!(json["reason"], "rate_limited", "{json}");
     assert_eq!(json["status"], status, "{json}");
     assert_eq!(json["policy"], policy, "{json}");
+    let request_id = resp
+        .header("x-request-id")
+        .expect("x-request-id on a refusal");
+    assert_eq!(json["request_id"], request_id, "{json}");
     let retry_after: u64 = resp
         .header("retry-after")
         .expect("Retry-After on a refusal")
