@@ -82,7 +82,7 @@ impl UpstreamClient {
                     .unwrap_or_else(|| endpoint.authority.clone());
                 *req.uri_mut() = absolute(authority, path_and_query)?;
                 *req.version_mut() = Version::HTTP_2;
-                Ok((pool.send(endpoint.addr, req).await?, None))
+                Ok((pool.send(endpoint, req).await?, None))
             }
         }
     }

@@ -1,11 +1,10 @@
-//! HTTP/2 to upstreams: one multiplexed connection per endpoint, opened on first use and
-//! again after it closes (GOAWAY, reset, idle close by the server). Built on hyper's
-//! connection-level client, so the connection target (the endpoint) and `:authority` (the
-//! route's host) are independent.
+//! HTTP/2 to upstreams: one multiplexed connection per endpoint, kept on the endpoint itself
+//! (so it goes away with the endpoint when DNS drops it), opened on first use and again after
+//! it closes (GOAWAY, reset, idle close by the server). Built on hyper's connection-level
+//! client, so the connection target (the endpoint) and `:authority` (the route's host) are
+//! independent.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -13,38 +12,36 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::client::{classify_chain, connect_tcp};
+use super::Endpoint;
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
 
-/// The connection slot of one endpoint; the async lock makes concurrent first requests share
-/// one connect instead of racing several.
-type Slot = Arc<tokio::sync::Mutex<Option<SendRequest<Body>>>>;
+/// The HTTP/2 connection of one endpoint; the async lock makes concurrent first requests
+/// share one connect instead of racing several.
+#[derive(Debug, Default)]
+pub struct Slot(tokio::sync::Mutex<Option<SendRequest<Body>>>);
 
 #[derive(Debug)]
 pub struct H2Pool {
-    slots: Mutex<HashMap<SocketAddr, Slot>>,
     connect_timeout: Duration,
 }
 
 impl H2Pool {
     pub fn new(connect_timeout: Duration) -> Self {
-        Self {
-            slots: Mutex::new(HashMap::new()),
-            connect_timeout,
-        }
+        Self { connect_timeout }
     }
 
     /// Sends `req` (absolute URI: its authority becomes `:authority`) on the endpoint's
     /// connection. A connection found closed before the request went out is replaced once.
     pub async fn send(
         &self,
-        addr: SocketAddr,
+        endpoint: &Endpoint,
         req: http::Request<Body>,
     ) -> Result<http::Response<Incoming>, ProxyError> {
-        let slot = self.slot(addr);
-        let mut sender = self.sender(addr, &slot, false).await?;
+        let (addr, slot) = (endpoint.addr, &endpoint.h2_slot);
+        let mut sender = self.sender(addr, slot, false).await?;
         if sender.ready().await.is_err() {
-            sender = self.sender(addr, &slot, true).await?;
+            sender = self.sender(addr, slot, true).await?;
             sender
                 .ready()
                 .await
@@ -56,18 +53,13 @@ impl H2Pool {
         })
     }
 
-    fn slot(&self, addr: SocketAddr) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.entry(addr).or_default().clone()
-    }
-
     async fn sender(
         &self,
         addr: SocketAddr,
         slot: &Slot,
         replace: bool,
     ) -> Result<SendRequest<Body>, ProxyError> {
-        let mut current = slot.lock().await;
+        let mut current = slot.0.lock().await;
         if let Some(sender) = current.as_ref() {
             if !replace && !sender.is_closed() {
                 return Ok(sender.clone());

@@ -29,6 +29,8 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     /// Idle HTTP/1.1 keep-alive connections to this endpoint.
     pub(crate) h1_idle: h1pool::IdleStack,
+    /// The multiplexed HTTP/2 connection to this endpoint.
+    pub(crate) h2_slot: h2pool::Slot,
 }
 
 impl Endpoint {
@@ -42,6 +44,7 @@ impl Endpoint {
             healthy: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
             h1_idle: h1pool::IdleStack::default(),
+            h2_slot: h2pool::Slot::default(),
         }
     }
 
