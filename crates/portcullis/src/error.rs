@@ -28,17 +28,40 @@ pub enum ErrorKind {
     BadRequest,
     DownstreamAborted,
     Internal,
+    /// A circuit breaker is open (503, with `Retry-After`).
+    CircuitOpen,
+    /// An upstream threshold (connections, pending or active requests) is full (503).
+    UpstreamOverflow,
+    /// Load shedding refused the request (503, with `Retry-After`).
+    Shed,
+    /// The request's deadline passed before an upstream answered (504).
+    DeadlineExceeded,
 }
 
 #[derive(Debug)]
 pub struct ProxyError {
     pub kind: ErrorKind,
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// When the client may try again (sent as `Retry-After`).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ProxyError {
     pub fn new(kind: ErrorKind) -> Self {
-        Self { kind, source: None }
+        Self {
+            kind,
+            source: None,
+            retry_after: None,
+        }
+    }
+
+    /// A refusal the client may retry after `retry_after`.
+    pub fn retry_after(kind: ErrorKind, retry_after: std::time::Duration) -> Self {
+        Self {
+            kind,
+            source: None,
+            retry_after: Some(retry_after),
+        }
     }
 
     pub fn with_source(
@@ -48,6 +71,7 @@ impl ProxyError {
         Self {
             kind,
             source: Some(source.into()),
+            retry_after: None,
         }
     }
 
@@ -61,7 +85,11 @@ impl ProxyError {
             | ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamReset
-            | ErrorKind::UpstreamProtocol => Side::Upstream,
+            | ErrorKind::UpstreamProtocol
+            | ErrorKind::CircuitOpen
+            | ErrorKind::UpstreamOverflow
+            | ErrorKind::Shed => Side::Upstream,
+            ErrorKind::DeadlineExceeded => Side::Downstream,
             ErrorKind::Internal => Side::Internal,
         }
     }
@@ -101,6 +129,12 @@ impl ProxyError {
                 reason::DOWNSTREAM_ABORTED,
             ),
             ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, reason::INTERNAL_ERROR),
+            ErrorKind::CircuitOpen => (StatusCode::SERVICE_UNAVAILABLE, reason::CIRCUIT_OPEN),
+            ErrorKind::UpstreamOverflow => {
+                (StatusCode::SERVICE_UNAVAILABLE, reason::UPSTREAM_OVERFLOW)
+            }
+            ErrorKind::Shed => (StatusCode::SERVICE_UNAVAILABLE, reason::SHED),
+            ErrorKind::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, reason::DEADLINE_EXCEEDED),
         }
     }
 }

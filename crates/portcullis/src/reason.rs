@@ -17,3 +17,7 @@ pub const INTERNAL_ERROR: &str = "internal_error";
 pub const DIRECT_RESPONSE: &str = "direct_response";
 pub const REDIRECT: &str = "redirect";
 pub const RATE_LIMITED: &str = "rate_limited";
+pub const CIRCUIT_OPEN: &str = "circuit_open";
+pub const UPSTREAM_OVERFLOW: &str = "upstream_overflow";
+pub const SHED: &str = "shed";
+pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";

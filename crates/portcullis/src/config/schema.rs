@@ -10,6 +10,9 @@ use bytesize::ByteSize;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod protection;
+pub use protection::*;
+
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -343,6 +346,21 @@ pub struct UpstreamConfig {
     /// Active health checking; off when absent.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// Circuit breaking; off when absent.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// Connection and request thresholds (503 `upstream_overflow`); unlimited by default.
+    #[serde(default)]
+    pub limits: UpstreamLimitsConfig,
+    /// The budget that every route's retries to this upstream draw from.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+    /// Passive outlier detection; off when absent.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetectionConfig>,
+    /// Adaptive concurrency limit with a priority queue; off when absent.
+    #[serde(default)]
+    pub load_shedding: Option<LoadSheddingConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -483,6 +501,19 @@ pub struct RouteConfig {
     /// Cost of a request on this route for its rate limits (a policy's per-method cost wins).
     #[serde(default)]
     pub rate_limit_cost: Option<u32>,
+    /// Retries; absent: no retries.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Where an incoming deadline is read from (and propagated to).
+    #[serde(default)]
+    pub deadline: DeadlineConfig,
+    /// A streamed request or response body that moves no byte for this long is cut.
+    #[serde(default = "defaults::stream_idle_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stream_idle_timeout: Duration,
+    /// The priority of the route's requests under load shedding.
+    #[serde(default)]
+    pub priority: PriorityConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -702,5 +733,105 @@ pub mod defaults {
     }
     pub fn rate_limit_status() -> u16 {
         429
+    }
+    pub fn stream_idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn breaker_window_calls() -> u32 {
+        100
+    }
+    pub fn breaker_min_calls() -> u32 {
+        20
+    }
+    pub fn breaker_failure_rate() -> u8 {
+        50
+    }
+    pub fn breaker_slow_call_rate() -> u8 {
+        100
+    }
+    pub fn breaker_open_duration() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn breaker_half_open_probes() -> u32 {
+        1
+    }
+    pub fn breaker_failure_on() -> Vec<super::FailureKind> {
+        use super::FailureKind::{GatewayError, ServerError};
+        vec![GatewayError, ServerError]
+    }
+    pub fn retry_budget_percent() -> u32 {
+        20
+    }
+    pub fn retry_budget_min_per_second() -> u32 {
+        3
+    }
+    pub fn retry_budget_window() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn success_rate_min_hosts() -> u32 {
+        5
+    }
+    pub fn success_rate_min_requests() -> u32 {
+        100
+    }
+    pub fn success_rate_stdev_factor() -> f64 {
+        1.9
+    }
+    pub fn outlier_consecutive() -> u32 {
+        5
+    }
+    pub fn outlier_interval() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn outlier_base_ejection_time() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn outlier_max_ejection_time() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn outlier_max_ejection_percent() -> u32 {
+        10
+    }
+    pub fn adaptive_initial() -> u32 {
+        20
+    }
+    pub fn adaptive_min() -> u32 {
+        5
+    }
+    pub fn adaptive_max() -> u32 {
+        1000
+    }
+    pub fn adaptive_window() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn shed_queue_size() -> u32 {
+        100
+    }
+    pub fn shed_max_wait() -> Duration {
+        Duration::from_millis(50)
+    }
+    pub fn retry_attempts() -> u32 {
+        2
+    }
+    pub fn retry_on() -> Vec<super::FailureKind> {
+        use super::FailureKind::{ConnectFailure, Reset};
+        vec![ConnectFailure, Reset]
+    }
+    pub fn retry_backoff_base() -> Duration {
+        Duration::from_millis(25)
+    }
+    pub fn retry_backoff_max() -> Duration {
+        Duration::from_millis(250)
+    }
+    pub fn retry_max_retry_after() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn retry_methods() -> Vec<String> {
+        ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]
+            .map(String::from)
+            .to_vec()
+    }
+    pub fn retry_max_body() -> ByteSize {
+        ByteSize::kib(64)
     }
 }

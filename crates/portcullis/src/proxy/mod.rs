@@ -216,7 +216,14 @@ fn redirect_response(
 /// The response for a failure: its status, the reason in a header and a small JSON body.
 pub fn error_response(err: &ProxyError, request_id: &HeaderValue) -> Response<Body> {
     let (status, reason) = err.status_and_reason();
-    gateway_response(status, reason, request_id, serde_json::Map::new())
+    let mut resp = gateway_response(status, reason, request_id, serde_json::Map::new());
+    if let Some(after) = err.retry_after {
+        // Whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+    resp
 }
 
 /// Every response the gateway makes itself because it refused or failed a request: the status,

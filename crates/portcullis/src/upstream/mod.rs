@@ -7,6 +7,7 @@ pub mod h1pool;
 pub mod h2pool;
 pub mod health;
 pub mod lb;
+pub mod outcome;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -188,6 +189,31 @@ impl Upstream {
     pub fn pick(&self, hash: Option<u64>) -> Option<Picked> {
         let balancer = self.balancer.load();
         balancer.pick(hash).map(|e| Picked::new(Arc::clone(e)))
+    }
+
+    /// Like `pick`, but only an endpoint `accept` agrees to: the balancer is asked once per
+    /// endpoint in rotation at most (so round robin walks on to the next one), and `None`
+    /// comes back when none was accepted.
+    pub fn pick_where(
+        &self,
+        hash: Option<u64>,
+        accept: impl Fn(&Arc<Endpoint>) -> bool,
+    ) -> Option<Picked> {
+        let balancer = self.balancer.load();
+        let first = balancer.pick(hash)?;
+        if accept(first) {
+            return Some(Picked::new(Arc::clone(first)));
+        }
+        // Hashing would give the same endpoint again: walk the rotation in order instead.
+        let candidates = balancer.endpoints();
+        let start = candidates
+            .iter()
+            .position(|e| Arc::ptr_eq(e, first))
+            .unwrap_or(0);
+        (1..candidates.len())
+            .filter_map(|step| candidates.get((start + step) % candidates.len()))
+            .find(|e| accept(e))
+            .map(|e| Picked::new(Arc::clone(e)))
     }
 
     /// Resolves host-name endpoints (at start, before listeners open, and on every refresh).
