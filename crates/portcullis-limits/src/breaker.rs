@@ -490,6 +490,14 @@ impl Breaker {
         }
     }
 
+    /// Gives back a probe slot taken by [`Breaker::admit`] whose call ended without an
+    /// outcome (the caller went away): the slot frees and nothing is counted.
+    pub fn abandon_probe(&mut self) {
+        if self.state == BreakerState::HalfOpen {
+            self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
+        }
+    }
+
     /// Opens from `now` for `open_duration`, or for double the last open period (capped)
     /// when this trip follows another without the breaker closing in between.
     fn open(&mut self, now: Nanos, cause: Cause) -> Transition {

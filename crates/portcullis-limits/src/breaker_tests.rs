@@ -326,3 +326,19 @@ fn count_window_slides() {
     let t = b.record(s(1), false, FAST).unwrap();
     assert_eq!(t.cause, Cause::FailureRate { percent: 75 });
 }
+
+#[test]
+fn an_abandoned_probe_frees_its_slot_without_counting() {
+    let mut b = tripped(s(0));
+    // Two probe slots (see `cfg`), both taken.
+    assert_eq!(b.admit(s(10)).0, Admission::Probe);
+    assert_eq!(b.admit(s(10)).0, Admission::Probe);
+    assert!(matches!(b.admit(s(10)).0, Admission::Rejected { .. }));
+    b.abandon_probe();
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    assert_eq!(b.admit(s(10)).0, Admission::Probe);
+    // Closed: abandoning is a no-op.
+    let mut closed = breaker(BreakerWindow::Count(10));
+    closed.abandon_probe();
+    assert_eq!(closed.state(), BreakerState::Closed);
+}

@@ -36,6 +36,8 @@ pub enum ErrorKind {
     Shed,
     /// The request's deadline passed before an upstream answered (504).
     DeadlineExceeded,
+    /// The client did not send its request body in time (408).
+    RequestTimeout,
 }
 
 #[derive(Debug)]
@@ -89,7 +91,7 @@ impl ProxyError {
             | ErrorKind::CircuitOpen
             | ErrorKind::UpstreamOverflow
             | ErrorKind::Shed => Side::Upstream,
-            ErrorKind::DeadlineExceeded => Side::Downstream,
+            ErrorKind::DeadlineExceeded | ErrorKind::RequestTimeout => Side::Downstream,
             ErrorKind::Internal => Side::Internal,
         }
     }
@@ -135,6 +137,7 @@ impl ProxyError {
             }
             ErrorKind::Shed => (StatusCode::SERVICE_UNAVAILABLE, reason::SHED),
             ErrorKind::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, reason::DEADLINE_EXCEEDED),
+            ErrorKind::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, reason::REQUEST_TIMEOUT),
         }
     }
 }

@@ -21,3 +21,4 @@ pub const CIRCUIT_OPEN: &str = "circuit_open";
 pub const UPSTREAM_OVERFLOW: &str = "upstream_overflow";
 pub const SHED: &str = "shed";
 pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
+pub const REQUEST_TIMEOUT: &str = "request_timeout";

@@ -34,11 +34,13 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::config::schema::{Config, HostHeader, RouteAction, RouteConfig};
+use crate::config::schema::{BreakerScope, Config, HostHeader, Priority, RouteAction, RouteConfig};
 use crate::policy::headers::HeaderEdits;
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::rewrite::PathRewriter;
 use crate::policy::Policy;
+use crate::proxy::retry::RetryPolicy;
+use crate::upstream::breaker::CircuitBreaker;
 
 use self::host::{normalize_config_host, request_authority, wildcard_suffixes};
 pub(crate) use self::matcher::prefix_matches;
@@ -74,6 +76,12 @@ pub struct Route {
     pub rate_limits: Vec<Arc<RateLimiter>>,
     /// The route's cost for its rate limits (a policy's per-method cost wins).
     pub rate_limit_cost: Option<u32>,
+    /// The route × upstream circuit breaker (upstreams with `scope: route`).
+    pub breaker: Option<Arc<CircuitBreaker>>,
+    pub retry: Option<RetryPolicy>,
+    /// Load-shedding priority, and the header that may override it.
+    pub priority: Priority,
+    pub priority_header: Option<HeaderName>,
 }
 
 /// The compiled routes of a config and one lookup table per listener.
@@ -254,7 +262,7 @@ impl Router {
                 .map(|n| rate_limit(n).with_context(|| format!("unknown rate limit {n:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()
                 .with_context(|| format!("route {:?}", rc.name))?;
-            let (entry, hosts) = compile_route(rc, upstream_index, limits)
+            let (entry, hosts) = compile_route(config, rc, upstream_index, limits)
                 .with_context(|| format!("route {:?}", rc.name))?;
             let listeners =
                 listener_indexes(config, rc).with_context(|| format!("route {:?}", rc.name))?;
@@ -316,6 +324,7 @@ fn listener_indexes(config: &Config, rc: &RouteConfig) -> anyhow::Result<Option<
 }
 
 fn compile_route(
+    config: &Config,
     rc: &RouteConfig,
     upstream_index: &dyn Fn(&str) -> Option<usize>,
     rate_limits: Vec<Arc<RateLimiter>>,
@@ -342,6 +351,29 @@ fn compile_route(
         HeaderValue::from_str(value)
             .with_context(|| format!("invalid host_header rewrite {value:?}"))?;
     }
+    // A breaker per route × upstream, when the upstream asks for that scope.
+    let breaker = match &rc.action {
+        RouteAction::Proxy { upstream } => config
+            .upstreams
+            .iter()
+            .find(|u| &u.name == upstream)
+            .and_then(|u| u.circuit_breaker.as_ref())
+            .filter(|b| b.scope == BreakerScope::Route)
+            .map(|b| {
+                let label = format!("route {:?} -> upstream {upstream:?}", rc.name);
+                CircuitBreaker::new(b, label).map(Arc::new)
+            })
+            .transpose()
+            .map_err(|err| anyhow::anyhow!("circuit_breaker: {err}"))?,
+        _ => None,
+    };
+    let priority_header = rc
+        .priority
+        .header
+        .as_deref()
+        .map(HeaderName::try_from)
+        .transpose()
+        .context("priority.header")?;
     let route = Route {
         name: rc.name.as_str().into(),
         action,
@@ -351,6 +383,10 @@ fn compile_route(
         timeout: rc.timeout,
         rate_limits,
         rate_limit_cost: rc.rate_limit_cost,
+        breaker,
+        retry: rc.retry.as_ref().map(RetryPolicy::from_config),
+        priority: rc.priority.level,
+        priority_header,
     };
     Ok((
         Entry {

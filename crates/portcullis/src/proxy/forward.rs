@@ -4,6 +4,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -13,16 +16,58 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use tokio::time::Instant;
+
 use super::headers;
+use super::retry::{self, RetryPolicy};
 use super::Downstream;
 use crate::body::{Body, LimitedIncoming};
 use crate::config::schema::HostHeader;
 use crate::error::{ErrorKind, ProxyError};
 use crate::router::Route;
-use crate::upstream::{lb, Upstream};
+use crate::upstream::client::{classify_chain, UpstreamResponse};
+use crate::upstream::outcome::Outcome;
+use crate::upstream::{lb, Endpoint, Picked, Upstream};
+
+/// The request body as the attempt loop holds it: kept bytes can be sent again, a stream
+/// only once.
+enum RequestBody {
+    Empty,
+    Kept(Bytes),
+    Stream(Incoming),
+}
+
+impl RequestBody {
+    fn replayable(&self) -> bool {
+        !matches!(self, RequestBody::Stream(_))
+    }
+}
+
+/// When the forward step must be done by (response head received), and who set that time.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    /// The caller's deadline is the earlier one: running out is `deadline_exceeded`, not
+    /// `upstream_timeout`.
+    callers: bool,
+}
+
+impl Deadline {
+    fn expired_error(&self) -> ProxyError {
+        ProxyError::new(if self.callers {
+            ErrorKind::DeadlineExceeded
+        } else {
+            ErrorKind::UpstreamTimeout
+        })
+    }
+}
 
 /// Forwards `parts` + `body` to `upstream` and returns the upstream's response head with its
-/// body still streaming.
+/// body still streaming. With a retry policy this is a loop of attempts: each picks an
+/// endpoint (a retry prefers one not tried yet), passes the breaker and the upstream's
+/// thresholds, and is bounded by the per-try timeout and the deadline; its outcome feeds the
+/// breaker and outlier detection and decides whether another attempt follows (within the
+/// upstream's retry budget, after a jittered backoff that must end before the deadline).
 pub async fn forward(
     ds: &Downstream,
     route: &Route,
@@ -32,10 +77,16 @@ pub async fn forward(
     mut parts: http::request::Parts,
     body: Incoming,
 ) -> Result<Response<Body>, ProxyError> {
+    let started = Instant::now();
     // Refuse what is known to be too large before touching the upstream.
-    if declared_length(&parts.headers).is_some_and(|len| len > route.max_request_body) {
+    let declared = declared_length(&parts.headers);
+    if declared.is_some_and(|len| len > route.max_request_body) {
         return Err(ProxyError::new(ErrorKind::RequestBodyTooLarge));
     }
+    let deadline = Deadline {
+        at: started + route.timeout,
+        callers: false,
+    };
     let downstream_version = parts.version;
     let upgrade =
         downstream_version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
@@ -61,15 +112,9 @@ pub async fn forward(
         ds.scheme,
         original_host.as_ref().and_then(|h| h.to_str().ok()),
     );
-
-    // Pick the endpoint.
     let hash = upstream
         .hash_key()
         .and_then(|key| lb::request_hash(key, &parts, client_ip));
-    let picked = upstream
-        .pick(hash)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoHealthyUpstream))?;
-
     // The head for this hop: the client sends it to the endpoint (see `UpstreamClient::send`).
     parts.uri = parts
         .uri
@@ -77,42 +122,153 @@ pub async fn forward(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"))
         .into();
-    let host = match &route.host_header {
-        HostHeader::PassThrough => original_host,
-        HostHeader::Endpoint => HeaderValue::from_str(picked.endpoint.authority.as_str()).ok(),
-        HostHeader::Rewrite(value) => HeaderValue::from_str(value).ok(),
-    };
-    match host {
-        Some(host) => {
-            parts.headers.insert(header::HOST, host);
+
+    // Retries apply to the route's methods, never to upgrades, and only to a body that was
+    // kept: empty, or declared no larger than `retry.max_body` and read in full up front.
+    let retry = route
+        .retry
+        .as_ref()
+        .filter(|r| r.attempts > 1 && !upgrade && r.allows(&parts.method));
+    let mut body = if body.is_end_stream() {
+        RequestBody::Empty
+    } else if let (Some(policy), Some(len)) = (retry, declared) {
+        if len <= policy.max_body {
+            let read = tokio::time::timeout_at(deadline.at, retry::keep(body)).await;
+            match read {
+                Ok(Ok(bytes)) => RequestBody::Kept(bytes),
+                Ok(Err(err)) => {
+                    let kind = classify_chain(Some(&err));
+                    return Err(ProxyError::with_source(kind, err));
+                }
+                Err(_) => return Err(ProxyError::new(ErrorKind::RequestTimeout)),
+            }
+        } else {
+            RequestBody::Stream(body)
         }
-        None => {
-            parts.headers.remove(header::HOST);
-        }
-    }
-    let mut body_exceeded = None;
-    let body = if body.is_end_stream() {
-        Body::Empty
     } else {
-        let limited = LimitedIncoming::new(body, route.max_request_body);
-        body_exceeded = Some(limited.exceeded_flag());
-        Body::Limited(limited)
+        RequestBody::Stream(body)
+    };
+    let attempts = match retry {
+        Some(policy) if body.replayable() => {
+            upstream.deposit_request();
+            policy.attempts
+        }
+        _ => 1,
     };
 
-    // Send, bounded by the route's timeout until the response head arrives.
-    let request = Request::from_parts(parts, body);
-    let sent = tokio::time::timeout(
-        route.timeout,
-        upstream.client.send(&picked.endpoint, request),
-    )
-    .await
-    .map_err(|_| ProxyError::new(ErrorKind::UpstreamTimeout))?;
-    let (mut resp, conn) = match sent {
-        // The send failed because the body went over its limit, whatever the client made of it.
-        Err(err) if body_exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) => {
-            return Err(ProxyError::with_source(ErrorKind::RequestBodyTooLarge, err));
+    let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+    let mut attempt: u32 = 0;
+    let (mut resp, conn, picked) = loop {
+        let last = attempt + 1 >= attempts;
+        let picked = pick(upstream, route, hash, &tried)?;
+        // The breaker: the route's (per route × upstream) or the endpoint's.
+        let breaker = route.breaker.as_ref().or(picked.endpoint.breaker.as_ref());
+        let ticket = match breaker {
+            Some(b) => Some(
+                b.admit()
+                    .map_err(|after| ProxyError::retry_after(ErrorKind::CircuitOpen, after))?,
+            ),
+            None => None,
+        };
+        let _request_slot = upstream.thresholds.request()?;
+        let now = Instant::now();
+        if now >= deadline.at {
+            return Err(deadline.expired_error());
         }
-        sent => sent?,
+        let per_try = retry.and_then(|r| r.per_try_timeout);
+        let try_until = per_try.map_or(deadline.at, |t| (now + t).min(deadline.at));
+
+        // This attempt's request: the original on the last attempt, a copy otherwise.
+        let mut head = if last {
+            std::mem::replace(&mut parts, empty_head())
+        } else {
+            copy_head(&parts)
+        };
+        let host = match &route.host_header {
+            HostHeader::PassThrough => original_host.clone(),
+            HostHeader::Endpoint => HeaderValue::from_str(picked.endpoint.authority.as_str()).ok(),
+            HostHeader::Rewrite(value) => HeaderValue::from_str(value).ok(),
+        };
+        match host {
+            Some(host) => {
+                head.headers.insert(header::HOST, host);
+            }
+            None => {
+                head.headers.remove(header::HOST);
+            }
+        }
+        let mut body_exceeded = None;
+        let attempt_body = match &body {
+            RequestBody::Empty => Body::Empty,
+            RequestBody::Kept(bytes) => Body::full(bytes.clone()),
+            RequestBody::Stream(_) => {
+                let RequestBody::Stream(incoming) =
+                    std::mem::replace(&mut body, RequestBody::Empty)
+                else {
+                    return Err(ProxyError::new(ErrorKind::Internal));
+                };
+                let limited = LimitedIncoming::new(incoming, route.max_request_body);
+                body_exceeded = Some(limited.exceeded_flag());
+                Body::Limited(limited)
+            }
+        };
+
+        // Send, bounded by the per-try timeout and the deadline until the response head.
+        let request = Request::from_parts(head, attempt_body);
+        let sent =
+            tokio::time::timeout_at(try_until, upstream.client.send(&picked.endpoint, request))
+                .await;
+        let latency = now.elapsed();
+        let result = match sent {
+            Ok(Err(err)) if body_exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) => {
+                // The send failed because the body went over its limit, whatever the client
+                // made of it.
+                return Err(ProxyError::with_source(ErrorKind::RequestBodyTooLarge, err));
+            }
+            Ok(result) => result,
+            Err(_) if try_until < deadline.at => Err(ProxyError::new(ErrorKind::UpstreamTimeout)),
+            Err(_) => Err(deadline.expired_error()),
+        };
+
+        // One classification feeds the breaker, outlier detection and the retry decision.
+        let outcome = match &result {
+            Ok((resp, _)) => Some(Outcome::response(resp.status(), resp.headers())),
+            Err(err) => Outcome::from_error(err),
+        };
+        if let (Some(ticket), Some(outcome)) = (ticket, &outcome) {
+            ticket.record(outcome, latency);
+        }
+        let wanted = match (retry, &outcome) {
+            (Some(policy), Some(outcome)) if !last => policy.retries(outcome),
+            _ => false,
+        };
+        if wanted {
+            if let Some(delay) = retry_delay(retry, attempt, &result, deadline) {
+                if upstream.withdraw_retry() {
+                    tracing::debug!(
+                        route = %route.name, upstream = %upstream.name,
+                        endpoint = %picked.endpoint.addr, attempt = attempt + 1,
+                        outcome = ?outcome, ?delay, "retrying"
+                    );
+                    if let Ok((_, Some(conn))) = result {
+                        conn.discard(); // its response body is never read
+                    }
+                    tried.push(Arc::clone(&picked.endpoint));
+                    drop(picked);
+                    if !delay.is_zero() {
+                        Box::pin(tokio::time::sleep(delay)).await;
+                    }
+                    attempt += 1;
+                    continue;
+                }
+                tracing::debug!(
+                    route = %route.name, upstream = %upstream.name,
+                    "retry refused by the upstream's retry budget"
+                );
+            }
+        }
+        let (resp, conn) = result?;
+        break (resp, conn, picked);
     };
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -135,6 +291,67 @@ pub async fn forward(
         Body::Upstream(body, picked, conn)
     };
     Ok(Response::from_parts(head, body))
+}
+
+/// Picks the endpoint of an attempt: one whose breaker is not open (per-endpoint breakers)
+/// and, for a retry, one not tried yet when such an endpoint exists.
+fn pick(
+    upstream: &Upstream,
+    route: &Route,
+    hash: Option<u64>,
+    tried: &[Arc<Endpoint>],
+) -> Result<Picked, ProxyError> {
+    let closed = |e: &Arc<Endpoint>| !e.breaker.as_ref().is_some_and(|b| b.is_open());
+    let fresh = |e: &Arc<Endpoint>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
+    let per_endpoint = route.breaker.is_none() && upstream.has_endpoint_breakers();
+    let picked = match (per_endpoint, tried.is_empty()) {
+        (false, true) => upstream.pick(hash),
+        (false, false) => upstream
+            .pick_where(hash, fresh)
+            .or_else(|| upstream.pick(hash)),
+        (true, _) => upstream
+            .pick_where(hash, |e| closed(e) && fresh(e))
+            .or_else(|| upstream.pick_where(hash, closed)),
+    };
+    match picked {
+        Some(picked) => Ok(picked),
+        // Every endpoint in rotation has its breaker open: answer as the breakers would.
+        None if per_endpoint && upstream.pick(hash).is_some() => {
+            let after = upstream.endpoint_breakers_retry_after();
+            Err(ProxyError::retry_after(ErrorKind::CircuitOpen, after))
+        }
+        None => Err(ProxyError::new(ErrorKind::NoHealthyUpstream)),
+    }
+}
+
+/// The wait before the next attempt, or `None` when there is to be no next attempt: the
+/// upstream asked (Retry-After) for longer than the policy accepts, or the wait would not
+/// end before the deadline.
+fn retry_delay(
+    retry: Option<&RetryPolicy>,
+    attempt: u32,
+    result: &Result<UpstreamResponse, ProxyError>,
+    deadline: Deadline,
+) -> Option<Duration> {
+    let policy = retry?;
+    let response = result.as_ref().ok().map(|(resp, _)| resp.headers());
+    let delay = policy.delay(attempt, response)?;
+    (Instant::now() + delay < deadline.at).then_some(delay)
+}
+
+/// A copy of a request head for one attempt (extensions are not copied: they carry
+/// connection state, and requests with an upgrade are never retried).
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut head = empty_head();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+fn empty_head() -> http::request::Parts {
+    Request::new(()).into_parts().0
 }
 
 /// The `Content-Length` the client declared, if any.

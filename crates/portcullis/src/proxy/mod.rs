@@ -5,6 +5,7 @@
 pub mod forward;
 pub mod headers;
 pub mod path;
+pub mod retry;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

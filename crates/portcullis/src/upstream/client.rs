@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::h1pool::{H1Pool, PooledConn};
 use super::h2pool::H2Pool;
+use super::overflow::Thresholds;
 use super::Endpoint;
 use crate::body::Body;
 use crate::config::schema::{PoolConfig, UpstreamProtocol};
@@ -28,14 +29,17 @@ pub enum UpstreamClient {
 pub type UpstreamResponse = (http::Response<Incoming>, Option<PooledConn>);
 
 impl UpstreamClient {
-    pub fn new(protocol: UpstreamProtocol, pool: &PoolConfig) -> Self {
+    pub fn new(protocol: UpstreamProtocol, pool: &PoolConfig, thresholds: Arc<Thresholds>) -> Self {
         match protocol {
             UpstreamProtocol::Http1 => UpstreamClient::Http1(H1Pool::new(
                 pool.connect_timeout,
                 pool.idle_timeout,
                 pool.max_idle_per_endpoint,
+                thresholds,
             )),
-            UpstreamProtocol::Http2 => UpstreamClient::Http2(H2Pool::new(pool.connect_timeout)),
+            UpstreamProtocol::Http2 => {
+                UpstreamClient::Http2(H2Pool::new(pool.connect_timeout, thresholds))
+            }
         }
     }
 

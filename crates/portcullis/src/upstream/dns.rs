@@ -115,8 +115,12 @@ pub async fn lookup(host: &str, port: u16) -> Result<Vec<SocketAddr>, LookupErro
 
 /// Builds the endpoint list for `wanted`, sorted by address. An address already in `current`
 /// keeps its `Arc` (and so its health and in-flight state); a repeated address keeps the
-/// first weight given for it.
-pub fn merge(current: &[Arc<Endpoint>], wanted: &[(SocketAddr, u32)]) -> Vec<Arc<Endpoint>> {
+/// first weight given for it. New endpoints are built by `make`.
+pub fn merge(
+    current: &[Arc<Endpoint>],
+    wanted: &[(SocketAddr, u32)],
+    make: impl Fn(SocketAddr, u32) -> Endpoint,
+) -> Vec<Arc<Endpoint>> {
     let existing: HashMap<SocketAddr, &Arc<Endpoint>> =
         current.iter().map(|e| (e.addr, e)).collect();
     let mut out: Vec<Arc<Endpoint>> = Vec::with_capacity(wanted.len());
@@ -126,7 +130,7 @@ pub fn merge(current: &[Arc<Endpoint>], wanted: &[(SocketAddr, u32)]) -> Vec<Arc
         }
         let endpoint = match existing.get(&addr) {
             Some(e) if e.weight == weight => Arc::clone(e),
-            _ => Arc::new(Endpoint::new(addr, weight)),
+            _ => Arc::new(make(addr, weight)),
         };
         out.push(endpoint);
     }
@@ -250,17 +254,17 @@ endpoints: [{address: \"localhost:8080\"}]",
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.2:1".parse().unwrap();
         let c: SocketAddr = "127.0.0.3:1".parse().unwrap();
-        let first = merge(&[], &[(b, 1), (a, 1)]);
+        let first = merge(&[], &[(b, 1), (a, 1)], Endpoint::new);
         assert_eq!(first.iter().map(|e| e.addr).collect::<Vec<_>>(), vec![a, b]);
         first[1].set_healthy(false);
 
-        let second = merge(&first, &[(c, 1), (b, 1), (b, 5)]);
+        let second = merge(&first, &[(c, 1), (b, 1), (b, 5)], Endpoint::new);
         assert_eq!(second.len(), 2);
         assert!(Arc::ptr_eq(&second[0], &first[1]), "b keeps its Arc");
         assert!(!second[0].is_healthy(), "and its health");
         assert_eq!(second[1].addr, c);
 
-        let gone = merge(&second, &[]);
+        let gone = merge(&second, &[], Endpoint::new);
         assert!(gone.is_empty());
     }
 }

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::client::{classify_chain, connect_tcp};
+use super::overflow::Thresholds;
 use super::Endpoint;
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
@@ -95,14 +96,21 @@ pub struct H1Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
+    thresholds: Arc<Thresholds>,
 }
 
 impl H1Pool {
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+        thresholds: Arc<Thresholds>,
+    ) -> Self {
         Self {
             connect_timeout,
             idle_timeout,
             max_idle,
+            thresholds,
         }
     }
 
@@ -151,14 +159,19 @@ impl H1Pool {
         }
     }
 
+    /// Opens a connection, within the upstream's `max_pending_requests` (while connecting)
+    /// and `max_connections` (for the connection's life) thresholds.
     async fn connect(&self, endpoint: &Endpoint) -> Result<SendRequest<Body>, ProxyError> {
         let addr = endpoint.addr;
+        let _pending = self.thresholds.pending()?;
+        let open = self.thresholds.connection()?;
         let stream = connect_tcp(addr, self.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamConnect, e))?;
         tokio::spawn(async move {
+            let _open = open;
             if let Err(err) = conn.with_upgrades().await {
                 tracing::debug!(endpoint = %addr, error = %err, "upstream connection closed");
             }

@@ -5,6 +5,7 @@
 //! independent.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -12,6 +13,7 @@ use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::client::{classify_chain, connect_tcp};
+use super::overflow::Thresholds;
 use super::Endpoint;
 use crate::body::Body;
 use crate::error::{ErrorKind, ProxyError};
@@ -24,11 +26,15 @@ pub struct Slot(tokio::sync::Mutex<Option<SendRequest<Body>>>);
 #[derive(Debug)]
 pub struct H2Pool {
     connect_timeout: Duration,
+    thresholds: Arc<Thresholds>,
 }
 
 impl H2Pool {
-    pub fn new(connect_timeout: Duration) -> Self {
-        Self { connect_timeout }
+    pub fn new(connect_timeout: Duration, thresholds: Arc<Thresholds>) -> Self {
+        Self {
+            connect_timeout,
+            thresholds,
+        }
     }
 
     /// Sends `req` (absolute URI: its authority becomes `:authority`) on the endpoint's
@@ -70,7 +76,11 @@ impl H2Pool {
         Ok(sender)
     }
 
+    /// Opens the connection, within the upstream's `max_pending_requests` (while connecting)
+    /// and `max_connections` (for the connection's life) thresholds.
     async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Body>, ProxyError> {
+        let _pending = self.thresholds.pending()?;
+        let open = self.thresholds.connection()?;
         let stream = connect_tcp(addr, self.connect_timeout).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -79,6 +89,7 @@ impl H2Pool {
             .await
             .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamConnect, e))?;
         tokio::spawn(async move {
+            let _open = open;
             if let Err(err) = conn.await {
                 tracing::debug!(endpoint = %addr, error = %err, "upstream h2 connection closed");
             }

@@ -1,6 +1,7 @@
 //! Upstreams: named groups of endpoints, how one is picked (load balancing), which are in
 //! rotation (health checks, DNS), and the connection pool that reaches them.
 
+pub mod breaker;
 pub mod client;
 pub mod dns;
 pub mod h1pool;
@@ -8,6 +9,7 @@ pub mod h2pool;
 pub mod health;
 pub mod lb;
 pub mod outcome;
+pub mod overflow;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,7 +19,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::schema::{HashKey, LbPolicy, UpstreamConfig, UpstreamProtocol};
+use crate::config::schema::{
+    BreakerScope, CircuitBreakerConfig, HashKey, LbPolicy, UpstreamConfig, UpstreamProtocol,
+};
 
 /// One resolved address of an upstream.
 #[derive(Debug)]
@@ -32,6 +36,8 @@ pub struct Endpoint {
     pub(crate) h1_idle: h1pool::IdleStack,
     /// The multiplexed HTTP/2 connection to this endpoint.
     pub(crate) h2_slot: h2pool::Slot,
+    /// This endpoint's circuit breaker when the upstream's breakers are per endpoint.
+    pub breaker: Option<Arc<breaker::CircuitBreaker>>,
 }
 
 impl Endpoint {
@@ -46,7 +52,20 @@ impl Endpoint {
             in_flight: AtomicUsize::new(0),
             h1_idle: h1pool::IdleStack::default(),
             h2_slot: h2pool::Slot::default(),
+            breaker: None,
         }
+    }
+
+    /// The endpoint with a circuit breaker of its own (breakers per endpoint).
+    pub(crate) fn with_breaker(mut self, cfg: Option<&CircuitBreakerConfig>) -> Self {
+        self.breaker = cfg.and_then(|cfg| {
+            let label = format!("endpoint {}", self.addr);
+            breaker::CircuitBreaker::new(cfg, label)
+                .map_err(|err| tracing::error!(endpoint = %self.addr, error = %err, "invalid circuit breaker, none used"))
+                .ok()
+                .map(Arc::new)
+        });
+        self
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -94,6 +113,15 @@ pub struct Upstream {
     specs: Vec<dns::EndpointSpec>,
     dns_refresh: Duration,
     health_check: Option<Arc<health::HealthCheck>>,
+    /// The breaker settings of each endpoint (breakers per endpoint only).
+    endpoint_breaker: Option<CircuitBreakerConfig>,
+    /// Connection and request caps (503 `upstream_overflow`).
+    pub thresholds: Arc<overflow::Thresholds>,
+    /// What every route's retries to this upstream draw from (`None`: invalid, which
+    /// validation refuses first; then nothing is retried).
+    retry_budget: Option<portcullis_limits::RetryBudget>,
+    /// The clock origin of `retry_budget`.
+    epoch: tokio::time::Instant,
     /// All current endpoints (in rotation or not), sorted by address.
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// What `pick` reads: built from the endpoints in rotation.
@@ -149,11 +177,34 @@ impl Upstream {
             })
             .collect();
         let policy = config.load_balancer.policy;
+        let thresholds = overflow::Thresholds::new(&config.limits);
+        let budget = &config.retry_budget;
+        let retry_budget = portcullis_limits::RetryBudget::new(
+            budget.percent,
+            budget.min_per_second,
+            budget.window,
+        )
+        .map_err(|err| {
+            tracing::error!(upstream = %config.name, error = %err, "invalid retry budget, no retries");
+        })
+        .ok();
+        let endpoint_breaker = config
+            .circuit_breaker
+            .clone()
+            .filter(|b| b.scope == BreakerScope::Endpoint);
         Arc::new_cyclic(|me| {
             let upstream = Self {
                 name: config.name.as_str().into(),
                 protocol: config.protocol,
-                client: client::UpstreamClient::new(config.protocol, &config.pool),
+                client: client::UpstreamClient::new(
+                    config.protocol,
+                    &config.pool,
+                    Arc::clone(&thresholds),
+                ),
+                endpoint_breaker,
+                thresholds,
+                retry_budget,
+                epoch: tokio::time::Instant::now(),
                 hash_key: config.load_balancer.hash_key.clone(),
                 policy,
                 specs,
@@ -182,6 +233,46 @@ impl Upstream {
     /// The balancing policy.
     pub fn policy(&self) -> LbPolicy {
         self.policy
+    }
+
+    /// Whether this upstream's endpoints carry circuit breakers (`scope: endpoint`).
+    pub fn has_endpoint_breakers(&self) -> bool {
+        self.endpoint_breaker.is_some()
+    }
+
+    /// The soonest any endpoint breaker goes half-open (all open: a Retry-After hint).
+    pub fn endpoint_breakers_retry_after(&self) -> Duration {
+        self.endpoints
+            .load()
+            .iter()
+            .filter_map(|e| e.breaker.as_ref()?.retry_after())
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+    }
+
+    /// Counts an original request (not a retry) towards the retry budget.
+    pub fn deposit_request(&self) {
+        if let Some(budget) = &self.retry_budget {
+            budget.deposit(self.now());
+        }
+    }
+
+    /// Asks the retry budget for one retry; `false` (counted) means do not retry.
+    pub fn withdraw_retry(&self) -> bool {
+        self.retry_budget
+            .as_ref()
+            .is_some_and(|budget| budget.try_withdraw(self.now()))
+    }
+
+    /// The retry budget's state (for the admin API and metrics).
+    pub fn retry_budget_stats(&self) -> Option<portcullis_limits::RetryBudgetStats> {
+        self.retry_budget.as_ref().map(|b| b.stats(self.now()))
+    }
+
+    fn now(&self) -> portcullis_limits::Nanos {
+        portcullis_limits::Nanos::from_duration(
+            tokio::time::Instant::now().saturating_duration_since(self.epoch),
+        )
     }
 
     /// Picks an endpoint for one attempt; `hash` is the request's key hash for consistent
@@ -356,7 +447,10 @@ impl Upstream {
             .flat_map(|(spec, addrs)| addrs.iter().flatten().map(move |addr| (*addr, spec.weight)))
             .collect();
         let current = self.endpoints.load_full();
-        let next = dns::merge(&current, &wanted);
+        let breaker = self.endpoint_breaker.as_ref();
+        let next = dns::merge(&current, &wanted, |addr, weight| {
+            Endpoint::new(addr, weight).with_breaker(breaker)
+        });
         let unchanged = next.len() == current.len()
             && next
                 .iter()
