@@ -286,6 +286,10 @@ async fn concurrent_probes_are_limited_in_half_open() {
     for probe in probes {
         assert_eq!(probe.await.unwrap().status, 200);
     }
-    assert_eq!(get(&gw, "/").await.status, 200, "closed after two good probes");
+    assert_eq!(
+        get(&gw, "/").await.status,
+        200,
+        "closed after two good probes"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 7);
 }
