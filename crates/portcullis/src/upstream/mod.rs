@@ -282,26 +282,29 @@ impl Upstream {
         balancer.pick(hash).map(|e| Picked::new(Arc::clone(e)))
     }
 
-    /// Like `pick`, but only an endpoint `accept` agrees to: the balancer is asked once per
-    /// endpoint in rotation at most (so round robin walks on to the next one), and `None`
-    /// comes back when none was accepted.
+    /// Like `pick`, but only an endpoint `accept` agrees to: the balancer is asked again (a
+    /// refused endpoint's share spreads over the others as the policy spreads traffic; with
+    /// consistent hashing the next picks fall back to round robin), then the rotation is
+    /// walked in order. `None` when no endpoint in rotation is accepted.
     pub fn pick_where(
         &self,
         hash: Option<u64>,
         accept: impl Fn(&Arc<Endpoint>) -> bool,
     ) -> Option<Picked> {
         let balancer = self.balancer.load();
-        let first = balancer.pick(hash)?;
-        if accept(first) {
-            return Some(Picked::new(Arc::clone(first)));
-        }
-        // Hashing would give the same endpoint again: walk the rotation in order instead.
         let candidates = balancer.endpoints();
-        let start = candidates
-            .iter()
-            .position(|e| Arc::ptr_eq(e, first))
+        let mut first = None;
+        for round in 0..candidates.len() {
+            let e = balancer.pick(if round == 0 { hash } else { None })?;
+            if accept(e) {
+                return Some(Picked::new(Arc::clone(e)));
+            }
+            first.get_or_insert(e);
+        }
+        let start = first
+            .and_then(|f| candidates.iter().position(|e| Arc::ptr_eq(e, f)))
             .unwrap_or(0);
-        (1..candidates.len())
+        (1..=candidates.len())
             .filter_map(|step| candidates.get((start + step) % candidates.len()))
             .find(|e| accept(e))
             .map(|e| Picked::new(Arc::clone(e)))
