@@ -71,11 +71,20 @@ pub struct Slot {
     which: Which,
 }
 
+/// A request slot; given back when dropped.
+#[derive(Debug)]
+pub struct RequestSlot<'a>(&'a Gauge);
+
+impl Drop for RequestSlot<'_> {
+    fn drop(&mut self) {
+        self.0.give();
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Which {
     Connection,
     Pending,
-    Request,
 }
 
 impl Thresholds {
@@ -88,9 +97,15 @@ impl Thresholds {
         })
     }
 
-    /// A request in flight to the upstream (each attempt holds one).
-    pub fn request(self: &Arc<Self>) -> Result<Slot, ProxyError> {
-        self.take(Which::Request)
+    /// A request in flight to the upstream (each attempt holds one). Borrowed, not counted
+    /// through an `Arc`: this is on every request's path.
+    pub fn request(&self) -> Result<RequestSlot<'_>, ProxyError> {
+        if self.requests.try_take() {
+            Ok(RequestSlot(&self.requests))
+        } else {
+            self.overflowed.fetch_add(1, Ordering::Relaxed);
+            Err(ProxyError::new(ErrorKind::UpstreamOverflow))
+        }
     }
 
     /// A request waiting for a new connection to open.
@@ -107,7 +122,6 @@ impl Thresholds {
         match which {
             Which::Connection => &self.connections,
             Which::Pending => &self.pending,
-            Which::Request => &self.requests,
         }
     }
 
