@@ -124,6 +124,46 @@ fn check_lists_every_validation_problem() {
 }
 
 #[test]
+fn check_lists_every_circuit_breaker_problem() {
+    let config = TempConfig::new(
+        "breaker.yaml",
+        r#"
+listeners: [{ name: public, address: "127.0.0.1:8080" }]
+upstreams:
+  - name: ok
+    endpoints: [{ address: "10.0.0.1:80" }]
+    circuit_breaker: { window: { duration: 30s }, failure_statuses: [429] }
+  - name: api
+    endpoints: [{ address: "10.0.0.2:80" }]
+    circuit_breaker:
+      window: { calls: 10 }
+      min_calls: 20
+      failure_rate: 0
+      open_duration: 30s
+      max_open_duration: 10s
+      failure_on: []
+      failure_grpc_statuses: [0]
+routes:
+  - { name: a, action: { proxy: { upstream: api } } }
+"#,
+    );
+    let file = config.path();
+    let out = portcullis(&["check", file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let expected: Vec<String> = [
+        "upstreams[1].circuit_breaker.min_calls: 20 exceeds window.calls (10): the breaker could never trip",
+        "upstreams[1].circuit_breaker.failure_rate: must be 1..=100, got 0",
+        "upstreams[1].circuit_breaker.max_open_duration: 10s must not be below open_duration (30s)",
+        "upstreams[1].circuit_breaker.failure_grpc_statuses[0]: gRPC status 0 is OK, not a failure",
+    ]
+    .iter()
+    .map(|line| format!("{file}: {line}"))
+    .collect();
+    let got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn check_lists_every_bad_route_when_parsing() {
     let config = TempConfig::new(
         "unparsable.yaml",

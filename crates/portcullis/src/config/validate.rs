@@ -3,11 +3,15 @@
 //! Parsing (`config::parse`) guarantees types and known fields; this module checks what serde
 //! cannot: names are unique and references resolve, addresses parse and do not collide,
 //! regexes compile, header names/values and methods are valid HTTP, numbers are in range.
-//! Routes are checked in `validate::route`.
+//! Routes are checked in `validate::route`, traffic protection (breakers, retries, budgets,
+//! outlier detection, load shedding, deadlines) in `validate::protection`.
 //!
 //! Durations: every duration must be greater than zero except `server.drain_timeout`, where
 //! 0 means "close connections at once on shutdown" (documented in `docs/config.md`).
 
+mod protection;
+#[cfg(test)]
+mod protection_tests;
 mod rate_limit;
 mod route;
 #[cfg(test)]
@@ -21,6 +25,8 @@ use super::schema::{
     HashKey, HealthCheckConfig, LbPolicy, ListenerLimits, StatusRange, UpstreamConfig,
 };
 use super::{Config, ConfigError};
+
+pub use protection::{adaptive_config, breaker_config};
 
 /// Returns every problem found; empty means valid.
 pub fn validate(config: &Config) -> Vec<ConfigError> {
@@ -227,6 +233,7 @@ fn upstream(path: &str, u: &UpstreamConfig, p: &mut Problems) {
     if let Some(hc) = &u.health_check {
         health_check(&format!("{path}.health_check"), hc, p);
     }
+    protection::upstream(path, u, p);
 }
 
 fn lb_policy_name(policy: LbPolicy) -> &'static str {

@@ -10,7 +10,7 @@ use crate::config::Config;
 
 /// Headers that describe the connection or the message framing; the gateway owns them, so
 /// header edits and direct responses may not touch them.
-const MANAGED_HEADERS: [&str; 8] = [
+pub(super) const MANAGED_HEADERS: [&str; 8] = [
     "connection",
     "content-length",
     "keep-alive",
@@ -78,6 +78,7 @@ fn route(path: &str, r: &RouteConfig, names: &Names<'_>, p: &mut Problems) {
         p,
     );
     positive(p, format!("{path}.timeout"), r.timeout);
+    super::protection::route(path, r, p);
 }
 
 fn route_match(path: &str, m: &RouteMatch, p: &mut Problems) {
@@ -170,7 +171,7 @@ fn starts_with_slash(path: &str) -> Result<(), String> {
     }
 }
 
-fn http_method(method: &str) -> Result<(), String> {
+pub(super) fn http_method(method: &str) -> Result<(), String> {
     if http::Method::from_bytes(method.as_bytes()).is_err() {
         return Err(format!("\"{method}\" is not a valid HTTP method"));
     }

@@ -4,7 +4,7 @@ use super::*;
 use crate::config::schema::StatusRange;
 
 /// The validation problems of a YAML config that parses.
-fn problems(yaml: &str) -> Vec<String> {
+pub(super) fn problems(yaml: &str) -> Vec<String> {
     let config = crate::config::parse(yaml).unwrap_or_else(|e| panic!("does not parse: {e}"));
     validate(&config).iter().map(ToString::to_string).collect()
 }
@@ -25,7 +25,7 @@ routes:
       proxy: { upstream: api }
 "#;
 
-fn assert_problems(yaml: &str, expected: &[&str]) {
+pub(super) fn assert_problems(yaml: &str, expected: &[&str]) {
     assert_eq!(problems(yaml), expected, "config:\n{yaml}");
 }
 
