@@ -7,40 +7,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use portcullis_limits::{Admission, Breaker, BreakerConfig, BreakerState, BreakerWindow, Nanos};
+use portcullis_limits::{Admission, Breaker, BreakerState, Nanos};
 use tokio::time::Instant;
 
 use super::outcome::Outcome;
 use crate::config::schema::{CircuitBreakerConfig, FailureKind};
+use crate::config::validate::breaker_config;
 
 /// Gate value of a closed breaker.
 const GATE_CLOSED: u64 = 0;
 /// Gate value while half-open: every admission goes through the lock.
 const GATE_HALF_OPEN: u64 = 1;
 // Any other value: open until that many nanoseconds after the epoch (at least 2).
-
-/// The pure breaker configuration that `cfg` describes: what validation checks and what the
-/// runtime runs.
-pub fn breaker_config(cfg: &CircuitBreakerConfig) -> BreakerConfig {
-    let window = match (cfg.window.calls, cfg.window.duration) {
-        (_, Some(duration)) => BreakerWindow::Time(duration),
-        (Some(calls), None) => BreakerWindow::Count(calls),
-        (None, None) => {
-            BreakerWindow::Count(crate::config::schema::defaults::breaker_window_calls())
-        }
-    };
-    BreakerConfig {
-        window,
-        min_calls: cfg.min_calls,
-        failure_rate_threshold: cfg.failure_rate,
-        slow_call_threshold: cfg.slow_call_duration.unwrap_or(Duration::MAX),
-        slow_call_rate_threshold: cfg.slow_call_rate,
-        open_duration: cfg.open_duration,
-        max_open_duration: cfg.max_open_duration.unwrap_or(cfg.open_duration),
-        half_open_probes: cfg.half_open_probes,
-        half_open_successes_to_close: cfg.close_after,
-    }
-}
 
 /// Transition counts of one breaker (for the metrics of issue 5).
 #[derive(Debug, Default)]
