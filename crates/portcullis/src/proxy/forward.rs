@@ -29,6 +29,17 @@ use crate::upstream::client::{classify_chain, UpstreamResponse};
 use crate::upstream::outcome::Outcome;
 use crate::upstream::{lb, Endpoint, Picked, Upstream};
 
+/// Who is asking, and since when.
+#[derive(Debug)]
+pub struct Caller<'a> {
+    /// The client's address (after trusted `X-Forwarded-For`).
+    pub ip: std::net::IpAddr,
+    /// The listener's trusted proxies (for `X-Forwarded-For`).
+    pub trusted: &'a [ipnet::IpNet],
+    /// When the gateway started on the request: deadlines count from here.
+    pub arrived: Instant,
+}
+
 /// The request body as the attempt loop holds it: kept bytes can be sent again, a stream
 /// only once.
 enum RequestBody {
@@ -72,12 +83,11 @@ pub async fn forward(
     ds: &Downstream,
     route: &Route,
     upstream: &Arc<Upstream>,
-    trusted: &[ipnet::IpNet],
-    client_ip: std::net::IpAddr,
+    caller: &Caller<'_>,
     mut parts: http::request::Parts,
     body: Incoming,
 ) -> Result<Response<Body>, ProxyError> {
-    let started = Instant::now();
+    let started = caller.arrived;
     // Refuse what is known to be too large before touching the upstream.
     let declared = declared_length(&parts.headers);
     if declared.is_some_and(|len| len > route.max_request_body) {
@@ -108,13 +118,13 @@ pub async fn forward(
     headers::set_forwarded(
         &mut parts.headers,
         ds.peer,
-        trusted,
+        caller.trusted,
         ds.scheme,
         original_host.as_ref().and_then(|h| h.to_str().ok()),
     );
     let hash = upstream
         .hash_key()
-        .and_then(|key| lb::request_hash(key, &parts, client_ip));
+        .and_then(|key| lb::request_hash(key, &parts, caller.ip));
     // The head for this hop: the client sends it to the endpoint (see `UpstreamClient::send`).
     parts.uri = parts
         .uri

@@ -63,13 +63,14 @@ pub async fn handle(
     ds: Arc<Downstream>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let arrived = tokio::time::Instant::now();
     let _in_flight = InFlight::enter(&ds.in_flight);
     let runtime = ds.shared.runtime.load_full();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::ensure_request_id(&mut parts.headers);
 
     let mut limits = RateLimitState::default();
-    let mut resp = match process(&runtime, &ds, parts, body, &request_id, &mut limits).await {
+    let mut resp = match process(&runtime, &ds, arrived, parts, body, &request_id, &mut limits).await {
         Ok(resp) => resp,
         Err(err) => {
             log_error(&err, &ds, &request_id);
@@ -88,6 +89,7 @@ pub async fn handle(
 async fn process(
     runtime: &Runtime,
     ds: &Downstream,
+    arrived: tokio::time::Instant,
     mut parts: http::request::Parts,
     body: Incoming,
     request_id: &HeaderValue,
@@ -150,8 +152,12 @@ async fn process(
                 .upstreams
                 .get(*upstream)
                 .ok_or_else(|| ProxyError::new(ErrorKind::Internal))?;
-            let trusted = &listener.trusted_proxies;
-            forward::forward(ds, route, upstream, trusted, client_ip, parts, body).await?
+            let caller = forward::Caller {
+                ip: client_ip,
+                trusted: &listener.trusted_proxies,
+                arrived,
+            };
+            forward::forward(ds, route, upstream, &caller, parts, body).await?
         }
         Action::Respond {
             status,
