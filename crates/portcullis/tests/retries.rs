@@ -318,3 +318,23 @@ async fn the_retry_budget_stops_a_retry_storm() {
         assert_eq!(get(&gw, "/").await.status, 200);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_the_now_open_breaker_would_refuse_passes_on_the_last_answer() {
+    let origin = Origin::start(Behavior::Status(500)).await;
+    let gw = Setup::new(origin.addr())
+        .upstream("circuit_breaker: { window: { calls: 2 }, min_calls: 2, failure_rate: 100 }")
+        .route(
+            "retry: { attempts: 3, on: [], statuses: [500], backoff_base: 1ms, backoff_max: 1ms }",
+        )
+        .start()
+        .await;
+    // Attempt two trips the breaker; a third attempt would be refused, so the upstream's
+    // own 500 goes back instead of a 503 circuit_open.
+    let resp = get(&gw, "/").await;
+    assert_eq!(resp.status, 500);
+    assert!(resp.header("x-portcullis-reason").is_none());
+    assert_eq!(origin.hits(), 2);
+    assert_gateway_error(&get(&gw, "/").await, 503, "circuit_open");
+    assert_eq!(origin.hits(), 2);
+}

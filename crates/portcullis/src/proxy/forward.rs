@@ -180,7 +180,7 @@ pub async fn forward(
             ),
             None => None,
         };
-        let _request_slot = upstream.thresholds.request()?;
+        let request_slot = upstream.thresholds.request()?;
         let now = Instant::now();
         if now >= deadline.at {
             return Err(deadline.expired_error());
@@ -229,6 +229,8 @@ pub async fn forward(
             tokio::time::timeout_at(try_until, upstream.client.send(&picked.endpoint, request))
                 .await;
         let latency = now.elapsed();
+        // The slot covers the attempt until its response head.
+        drop(request_slot);
         let result = match sent {
             Ok(Err(err)) if body_exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) => {
                 // The send failed because the body went over its limit, whatever the client
@@ -248,8 +250,14 @@ pub async fn forward(
         if let (Some(ticket), Some(outcome)) = (ticket, &outcome) {
             ticket.record(outcome, latency);
         }
+        // A retry the route's breaker (now open) or the upstream's request cap would refuse
+        // is not tried: the client is better served by this attempt's own answer.
         let wanted = match (retry, &outcome) {
-            (Some(policy), Some(outcome)) if !last => policy.retries(outcome),
+            (Some(policy), Some(outcome)) if !last => {
+                policy.retries(outcome)
+                    && !route.breaker.as_ref().is_some_and(|b| b.is_open())
+                    && !upstream.thresholds.requests.is_full()
+            }
             _ => false,
         };
         if wanted {

@@ -70,7 +70,17 @@ pub async fn handle(
     let request_id = headers::ensure_request_id(&mut parts.headers);
 
     let mut limits = RateLimitState::default();
-    let mut resp = match process(&runtime, &ds, arrived, parts, body, &request_id, &mut limits).await {
+    let mut resp = match process(
+        &runtime,
+        &ds,
+        arrived,
+        parts,
+        body,
+        &request_id,
+        &mut limits,
+    )
+    .await
+    {
         Ok(resp) => resp,
         Err(err) => {
             log_error(&err, &ds, &request_id);

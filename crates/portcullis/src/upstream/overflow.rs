@@ -28,6 +28,11 @@ impl Gauge {
         self.current.load(Ordering::Relaxed)
     }
 
+    /// Whether the cap is reached (never without a cap).
+    pub fn is_full(&self) -> bool {
+        self.max.is_some_and(|max| self.current() >= max)
+    }
+
     /// The cap, if any.
     pub fn max(&self) -> Option<u32> {
         self.max
