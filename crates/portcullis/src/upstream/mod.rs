@@ -8,6 +8,7 @@ pub mod h2pool;
 pub mod health;
 pub mod lb;
 pub mod outcome;
+pub mod shed;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
