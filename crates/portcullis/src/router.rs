@@ -34,7 +34,9 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::config::schema::{BreakerScope, Config, HostHeader, Priority, RouteAction, RouteConfig};
+use crate::config::schema::{
+    BreakerScope, Config, HostHeader, PriorityConfig, RouteAction, RouteConfig,
+};
 use crate::policy::headers::HeaderEdits;
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::rewrite::PathRewriter;
@@ -80,8 +82,7 @@ pub struct Route {
     pub breaker: Option<Arc<CircuitBreaker>>,
     pub retry: Option<RetryPolicy>,
     /// Load-shedding priority, and the header that may override it.
-    pub priority: Priority,
-    pub priority_header: Option<HeaderName>,
+    pub priority: PriorityConfig,
 }
 
 /// The compiled routes of a config and one lookup table per listener.
@@ -367,13 +368,6 @@ fn compile_route(
             .map_err(|err| anyhow::anyhow!("circuit_breaker: {err}"))?,
         _ => None,
     };
-    let priority_header = rc
-        .priority
-        .header
-        .as_deref()
-        .map(HeaderName::try_from)
-        .transpose()
-        .context("priority.header")?;
     let route = Route {
         name: rc.name.as_str().into(),
         action,
@@ -385,8 +379,7 @@ fn compile_route(
         rate_limit_cost: rc.rate_limit_cost,
         breaker,
         retry: rc.retry.as_ref().map(RetryPolicy::from_config),
-        priority: rc.priority.level,
-        priority_header,
+        priority: rc.priority.clone(),
     };
     Ok((
         Entry {

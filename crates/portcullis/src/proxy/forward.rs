@@ -26,7 +26,8 @@ use crate::config::schema::HostHeader;
 use crate::error::{ErrorKind, ProxyError};
 use crate::router::Route;
 use crate::upstream::client::{classify_chain, UpstreamResponse};
-use crate::upstream::outcome::Outcome;
+use crate::upstream::outcome::{GatewayError, Outcome};
+use crate::upstream::shed;
 use crate::upstream::{lb, Endpoint, Picked, Upstream};
 
 /// Who is asking, and since when.
@@ -132,6 +133,20 @@ pub async fn forward(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"))
         .into();
+
+    // Load shedding: a slot of the upstream's adaptive limit, perhaps after a wait in its
+    // priority queue (bounded by max_wait and the deadline). Held until the response head.
+    let mut shed_permit = match &upstream.shedder {
+        Some(shedder) => {
+            let priority = shed::priority(&route.priority, &parts.headers);
+            match shedder.acquire(priority, Some(deadline.at)).await {
+                Ok(permit) => Some(permit),
+                Err(_) if Instant::now() >= deadline.at => return Err(deadline.expired_error()),
+                Err(after) => return Err(ProxyError::retry_after(ErrorKind::Shed, after)),
+            }
+        }
+        None => None,
+    };
 
     // Retries apply to the route's methods, never to upgrades, and only to a body that was
     // kept: empty, or declared no larger than `retry.max_body` and read in full up front.
@@ -250,6 +265,7 @@ pub async fn forward(
         if let (Some(ticket), Some(outcome)) = (ticket, &outcome) {
             ticket.record(outcome, latency);
         }
+
         // A retry the route's breaker (now open) or the upstream's request cap would refuse
         // is not tried: the client is better served by this attempt's own answer.
         let wanted = match (retry, &outcome) {
@@ -284,6 +300,15 @@ pub async fn forward(
                     "retry refused by the upstream's retry budget"
                 );
             }
+        }
+        // The adaptive limit learns from the attempt that ends the forward step; timeouts
+        // and 503s are the upstream saying it is overloaded.
+        if let (Some(permit), Some(outcome)) = (shed_permit.take(), &outcome) {
+            let overloaded = matches!(
+                outcome,
+                Outcome::Failed(GatewayError::Timeout) | Outcome::Response { status: 503, .. }
+            );
+            permit.finish(latency, overloaded);
         }
         let (resp, conn) = result?;
         break (resp, conn, picked);

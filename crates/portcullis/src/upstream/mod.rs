@@ -10,6 +10,7 @@ pub mod health;
 pub mod lb;
 pub mod outcome;
 pub mod overflow;
+pub mod shed;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -120,6 +121,8 @@ pub struct Upstream {
     /// What every route's retries to this upstream draw from (`None`: invalid, which
     /// validation refuses first; then nothing is retried).
     retry_budget: Option<portcullis_limits::RetryBudget>,
+    /// Adaptive concurrency limit with a priority queue (`load_shedding`).
+    pub shedder: Option<shed::Shedder>,
     /// The clock origin of `retry_budget`.
     epoch: tokio::time::Instant,
     /// All current endpoints (in rotation or not), sorted by address.
@@ -188,6 +191,13 @@ impl Upstream {
             tracing::error!(upstream = %config.name, error = %err, "invalid retry budget, no retries");
         })
         .ok();
+        let shedder = config.load_shedding.as_ref().and_then(|cfg| {
+            shed::Shedder::new(cfg)
+                .map_err(|err| {
+                    tracing::error!(upstream = %config.name, error = %err, "invalid load shedding, off");
+                })
+                .ok()
+        });
         let endpoint_breaker = config
             .circuit_breaker
             .clone()
@@ -204,6 +214,7 @@ impl Upstream {
                 endpoint_breaker,
                 thresholds,
                 retry_budget,
+                shedder,
                 epoch: tokio::time::Instant::now(),
                 hash_key: config.load_balancer.hash_key.clone(),
                 policy,
