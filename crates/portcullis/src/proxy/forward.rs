@@ -19,6 +19,7 @@ use crate::body::{Body, LimitedIncoming};
 use crate::config::schema::HostHeader;
 use crate::error::{ErrorKind, ProxyError};
 use crate::router::Route;
+use crate::upstream::outcome::Outcome;
 use crate::upstream::{lb, Upstream};
 
 /// Forwards `parts` + `body` to `upstream` and returns the upstream's response head with its
@@ -106,10 +107,20 @@ pub async fn forward(
         upstream.client.send(&picked.endpoint, request),
     )
     .await
-    .map_err(|_| ProxyError::new(ErrorKind::UpstreamTimeout))?;
+    .unwrap_or_else(|_| Err(ProxyError::new(ErrorKind::UpstreamTimeout)));
+    let body_too_large = body_exceeded.is_some_and(|f| f.load(Ordering::Relaxed));
+    // outlier detection: every attempt's outcome, except a send the client's body broke.
+    let outcome = match &sent {
+        Ok((resp, _)) => Some(Outcome::response(resp.status(), resp.headers())),
+        Err(_) if body_too_large => None,
+        Err(err) => Outcome::from_error(err),
+    };
+    if let Some(outcome) = outcome {
+        upstream.record_outcome(&picked.endpoint, &outcome);
+    }
     let (mut resp, conn) = match sent {
         // The send failed because the body went over its limit, whatever the client made of it.
-        Err(err) if body_exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) => {
+        Err(err) if body_too_large && err.kind != ErrorKind::UpstreamTimeout => {
             return Err(ProxyError::with_source(ErrorKind::RequestBodyTooLarge, err));
         }
         sent => sent?,
