@@ -262,8 +262,11 @@ pub async fn forward(
             Ok((resp, _)) => Some(Outcome::response(resp.status(), resp.headers())),
             Err(err) => Outcome::from_error(err),
         };
-        if let (Some(ticket), Some(outcome)) = (ticket, &outcome) {
-            ticket.record(outcome, latency);
+        if let Some(outcome) = &outcome {
+            if let Some(ticket) = ticket {
+                ticket.record(outcome, latency);
+            }
+            upstream.record_outcome(&picked.endpoint, outcome);
         }
 
         // A retry the route's breaker (now open) or the upstream's request cap would refuse

@@ -1,5 +1,5 @@
 //! Upstreams: named groups of endpoints, how one is picked (load balancing), which are in
-//! rotation (health checks, DNS), and the connection pool that reaches them.
+//! rotation (health checks, DNS, outlier ejection), and the connection pool that reaches them.
 
 pub mod breaker;
 pub mod client;
@@ -9,6 +9,7 @@ pub mod h2pool;
 pub mod health;
 pub mod lb;
 pub mod outcome;
+pub mod outlier;
 pub mod overflow;
 pub mod shed;
 
@@ -39,6 +40,8 @@ pub struct Endpoint {
     pub(crate) h2_slot: h2pool::Slot,
     /// This endpoint's circuit breaker when the upstream's breakers are per endpoint.
     pub breaker: Option<Arc<breaker::CircuitBreaker>>,
+    /// Streaks, interval counts and ejection state for outlier detection.
+    pub(crate) outlier: outlier::EndpointOutlier,
 }
 
 impl Endpoint {
@@ -54,6 +57,7 @@ impl Endpoint {
             h1_idle: h1pool::IdleStack::default(),
             h2_slot: h2pool::Slot::default(),
             breaker: None,
+            outlier: outlier::EndpointOutlier::default(),
         }
     }
 
@@ -125,6 +129,8 @@ pub struct Upstream {
     pub shedder: Option<shed::Shedder>,
     /// The clock origin of `retry_budget`.
     epoch: tokio::time::Instant,
+    /// Passive outlier detection, when configured.
+    outlier: Option<outlier::Detector>,
     /// All current endpoints (in rotation or not), sorted by address.
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     /// What `pick` reads: built from the endpoints in rotation.
@@ -221,6 +227,10 @@ impl Upstream {
                 specs,
                 dns_refresh: config.dns_refresh,
                 health_check,
+                outlier: config
+                    .outlier_detection
+                    .as_ref()
+                    .map(outlier::Detector::new),
                 endpoints: ArcSwap::from_pointee(Vec::new()),
                 balancer: ArcSwap::from_pointee(lb::Balancer::new(policy, Vec::new())),
                 state: Mutex::new(State {
@@ -376,8 +386,8 @@ impl Upstream {
         }
     }
 
-    /// Starts DNS refresh and active health checks until `stop` is cancelled. Calling it
-    /// again does nothing.
+    /// Starts DNS refresh, active health checks and the outlier timer until `stop` is
+    /// cancelled. Calling it again does nothing.
     pub fn spawn_tasks(self: &Arc<Self>, stop: CancellationToken) {
         let mut state = self.lock_state();
         if state.tasks.is_some() {
@@ -396,6 +406,7 @@ impl Upstream {
             }
         }
         drop(state);
+        outlier::spawn(self, stop.clone());
         if let Some(idle_timeout) = self.client.idle_timeout() {
             tokio::spawn(expire_idle_loop(
                 Arc::downgrade(self),
@@ -438,7 +449,7 @@ impl Upstream {
             .any(|e| Arc::ptr_eq(e, endpoint))
     }
 
-    /// Rebuilds the balancer after an endpoint's health changed.
+    /// Rebuilds the balancer after an endpoint's health or ejection changed.
     pub(crate) fn rebuild_balancer(&self) {
         let state = self.lock_state();
         self.rebuild_locked(&state);
@@ -500,13 +511,14 @@ impl Upstream {
         self.rebuild_locked(state);
     }
 
-    /// Swaps in a balancer over the endpoints in rotation, if that set changed.
+    /// Swaps in a balancer over the endpoints in rotation (healthy and not ejected), if that
+    /// set changed.
     fn rebuild_locked(&self, _state: &MutexGuard<'_, State>) {
         let rotation: Vec<Arc<Endpoint>> = self
             .endpoints
             .load()
             .iter()
-            .filter(|e| e.is_healthy())
+            .filter(|e| e.is_healthy() && !e.is_ejected())
             .cloned()
             .collect();
         let current = self.balancer.load();
