@@ -96,7 +96,8 @@ pub async fn forward(
     } else {
         let limited = LimitedIncoming::new(body, route.max_request_body);
         body_exceeded = Some(limited.exceeded_flag());
-        Body::Limited(limited)
+        // stream idle timeout
+        Body::Limited(limited).with_idle_timeout(route.stream_idle_timeout)
     };
 
     // Send, bounded by the route's timeout until the response head arrives.
@@ -132,7 +133,8 @@ pub async fn forward(
     let body = if switching {
         Body::Empty
     } else {
-        Body::Upstream(body, picked, conn)
+        // stream idle timeout
+        Body::upstream(body, picked, conn).with_idle_timeout(route.stream_idle_timeout)
     };
     Ok(Response::from_parts(head, body))
 }

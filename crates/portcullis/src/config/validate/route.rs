@@ -78,6 +78,10 @@ fn route(path: &str, r: &RouteConfig, names: &Names<'_>, p: &mut Problems) {
         p,
     );
     positive(p, format!("{path}.timeout"), r.timeout);
+    p.check(
+        format!("{path}.deadline.header"),
+        crate::proxy::deadline::Policy::from_config(&r.deadline).map(|_| ()),
+    );
 }
 
 fn route_match(path: &str, m: &RouteMatch, p: &mut Problems) {

@@ -481,3 +481,21 @@ routes:
         ],
     );
 }
+
+#[test]
+fn deadline_header() {
+    let yaml = r#"
+listeners: [{ name: public, address: "127.0.0.1:8080" }]
+routes:
+  - { name: a, deadline: { header: "bad name" }, action: { respond: {} } }
+  - { name: b, deadline: { header: grpc-timeout }, action: { respond: {} } }
+  - { name: c, deadline: { header: x-deadline-ms }, stream_idle_timeout: 0s, action: { respond: {} } }
+"#;
+    assert_problems(
+        yaml,
+        &[
+            "routes[0].deadline.header: \"bad name\" is not a valid header name",
+            "routes[1].deadline.header: grpc-timeout is not a milliseconds header; use grpc_timeout: true",
+        ],
+    );
+}
