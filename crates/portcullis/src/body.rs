@@ -1,17 +1,24 @@
 //! The body types the proxy moves: an enum rather than a boxed trait object, so the common
-//! cases (a streamed upstream body, a small gateway-made body) cost no allocation.
+//! cases (a streamed upstream body, a small gateway-made body) cost no allocation. Streamed
+//! bodies carry a stream idle timeout (`IdleWatch`) that cuts them when they stall.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::error::Side;
 use crate::upstream::h1pool::PooledConn;
 use crate::upstream::Picked;
+
+mod idle;
+
+pub use idle::{IdleWatch, StreamIdle};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -27,13 +34,32 @@ pub enum Body {
     /// An upstream's response body; holds the endpoint pick so the endpoint counts the
     /// request as in flight until the body has been sent.
     /// The HTTP/1.1 connection it came on rides along and goes back to its pool when the
-    /// body has been sent and dropped.
-    Upstream(Incoming, Picked, Option<PooledConn>),
+    /// body has been sent and dropped (unless the body failed or was cut).
+    /// Build it with `Body::upstream`.
+    Upstream(Incoming, Picked, Option<PooledConn>, IdleWatch),
 }
 
 impl Body {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Body::Full(Some(bytes.into()))
+    }
+
+    /// An upstream's response body (see `Body::Upstream`), with no idle timeout yet.
+    pub fn upstream(body: Incoming, picked: Picked, conn: Option<PooledConn>) -> Self {
+        Body::Upstream(body, picked, conn, IdleWatch::OFF)
+    }
+
+    /// Cuts a streamed body (`Limited`, `Upstream`) that moves no frame for `timeout`: it then
+    /// yields an error, so hyper resets or closes the stream. `Duration::ZERO` turns it off;
+    /// `Empty` and `Full` bodies are returned as they are.
+    #[must_use]
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Body {
+        match &mut self {
+            Body::Limited(inner) => inner.idle = IdleWatch::new(timeout),
+            Body::Upstream(_, _, _, idle) => *idle = IdleWatch::new(timeout),
+            Body::Empty | Body::Full(_) => {}
+        }
+        self
     }
 }
 
@@ -48,10 +74,35 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Body::Limited(inner) => Pin::new(inner).poll_frame(cx),
-            Body::Upstream(inner, _, _) => Pin::new(inner)
-                .poll_frame(cx)
-                .map(|o| o.map(|r| r.map_err(BoxError::from))),
+            Body::Limited(inner) => inner.poll_frame(cx),
+            Body::Upstream(inner, picked, conn, idle) => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    idle.moved();
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    // The exchange broke off: the connection is in no state to be reused.
+                    if let Some(conn) = conn.take() {
+                        conn.discard();
+                    }
+                    Poll::Ready(Some(Err(err.into())))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => {
+                    if !idle.stalled(cx) {
+                        return Poll::Pending;
+                    }
+                    if let Some(conn) = conn.take() {
+                        conn.discard();
+                    }
+                    let cut = idle.cut(Side::Upstream);
+                    tracing::debug!(
+                        endpoint = %picked.endpoint.addr, timeout = ?cut.timeout,
+                        "stream idle timeout: the upstream's response body stalled; cut"
+                    );
+                    Poll::Ready(Some(Err(Box::new(cut))))
+                }
+            },
         }
     }
 
@@ -60,7 +111,7 @@ impl HttpBody for Body {
             Body::Empty => true,
             Body::Full(data) => data.is_none(),
             Body::Limited(inner) => inner.inner.is_end_stream(),
-            Body::Upstream(inner, _, _) => inner.is_end_stream(),
+            Body::Upstream(inner, ..) => inner.is_end_stream(),
         }
     }
 
@@ -69,7 +120,7 @@ impl HttpBody for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Body::Limited(inner) => inner.inner.size_hint(),
-            Body::Upstream(inner, _, _) => inner.size_hint(),
+            Body::Upstream(inner, ..) => inner.size_hint(),
         }
     }
 }
@@ -81,13 +132,25 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
-/// A streamed request body that fails once more than `limit` bytes have passed.
+/// A streamed request body that fails once more than `limit` bytes have passed, or when it
+/// stalls longer than its idle timeout (see `Body::with_idle_timeout`).
 #[derive(Debug)]
 pub struct LimitedIncoming {
     inner: Incoming,
     remaining: u64,
     limit: u64,
-    exceeded: Arc<AtomicBool>,
+    fault: Arc<AtomicU8>,
+    idle: IdleWatch,
+}
+
+/// Why a `LimitedIncoming` failed on the gateway's side (see `LimitedIncoming::fault`).
+pub mod fault {
+    /// The body is fine (so far).
+    pub const NONE: u8 = 0;
+    /// More than the limit arrived (413).
+    pub const TOO_LARGE: u8 = 1;
+    /// The client stopped sending for longer than the stream idle timeout (408).
+    pub const STALLED: u8 = 2;
 }
 
 impl LimitedIncoming {
@@ -96,15 +159,17 @@ impl LimitedIncoming {
             inner,
             remaining: limit,
             limit,
-            exceeded: Arc::new(AtomicBool::new(false)),
+            fault: Arc::new(AtomicU8::new(fault::NONE)),
+            idle: IdleWatch::OFF,
         }
     }
 
-    /// A flag that turns true when the body goes over its limit. The sender keeps it: how the
-    /// body error surfaces from the upstream client depends on the protocol (over HTTP/2 it
-    /// becomes a stream reset that no longer carries `BodyTooLarge`).
-    pub fn exceeded_flag(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.exceeded)
+    /// Set (to a `fault` constant) when the body fails on the gateway's side: too large or
+    /// stalled. The sender keeps it: how the body error surfaces from the upstream client
+    /// depends on the protocol (over HTTP/2 it becomes a stream reset that no longer carries
+    /// the cause), and either way it is the client's fault, not the upstream's.
+    pub fn fault(&self) -> Arc<AtomicU8> {
+        Arc::clone(&self.fault)
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -114,20 +179,54 @@ impl LimitedIncoming {
                     let len = data.len() as u64;
                     if len > self.remaining {
                         self.remaining = 0;
-                        self.exceeded.store(true, Ordering::Relaxed);
+                        self.fault.store(fault::TOO_LARGE, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
                             limit: self.limit,
                         }))));
                     }
                     self.remaining -= len;
                 }
+                self.idle.moved();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if !self.idle.stalled(cx) {
+                    return Poll::Pending;
+                }
+                let cut = self.idle.cut(Side::Downstream);
+                self.fault.store(fault::STALLED, Ordering::Relaxed);
+                tracing::debug!(
+                    timeout = ?cut.timeout,
+                    "stream idle timeout: the client's request body stalled; cut"
+                );
+                Poll::Ready(Some(Err(Box::new(cut))))
+            }
         }
     }
 }
 
 impl Unpin for LimitedIncoming {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_made_bodies_ignore_the_idle_timeout() {
+        let body = Body::full("x").with_idle_timeout(Duration::from_secs(1));
+        assert!(matches!(body, Body::Full(Some(_))));
+        let body = Body::Empty.with_idle_timeout(Duration::from_secs(1));
+        assert!(matches!(body, Body::Empty));
+    }
+
+    #[test]
+    fn the_idle_watch_keeps_the_body_small() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<IdleWatch>(), 16);
+        let upstream =
+            size_of::<Incoming>() + size_of::<Picked>() + size_of::<Option<PooledConn>>();
+        assert!(size_of::<Body>() <= upstream + size_of::<IdleWatch>());
+    }
+}

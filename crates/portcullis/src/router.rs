@@ -74,6 +74,10 @@ pub struct Route {
     pub host_header: HostHeader,
     pub max_request_body: u64,
     pub timeout: Duration,
+    /// A streamed request or response body that moves nothing for this long is cut (0: off).
+    pub stream_idle_timeout: Duration,
+    /// Where the caller's deadline is read from and the remaining budget written to.
+    pub deadline: crate::proxy::deadline::Policy,
     /// Rate-limit policies asked for every request on this route, in order.
     pub rate_limits: Vec<Arc<RateLimiter>>,
     /// The route's cost for its rate limits (a policy's per-method cost wins).
@@ -375,6 +379,9 @@ fn compile_route(
         host_header: rc.host_header.clone(),
         max_request_body: rc.max_request_body.as_u64(),
         timeout: rc.timeout,
+        stream_idle_timeout: rc.stream_idle_timeout,
+        deadline: crate::proxy::deadline::Policy::from_config(&rc.deadline)
+            .map_err(|err| anyhow::anyhow!("deadline: {err}"))?,
         rate_limits,
         rate_limit_cost: rc.rate_limit_cost,
         breaker,

@@ -18,6 +18,9 @@ pub struct RecordedRequest {
     pub trailers: Option<HeaderMap>,
     /// True once the whole body (and trailers) arrived.
     pub complete: bool,
+    /// True when the body broke off with an error instead (the sender reset the stream or
+    /// closed the connection mid-body). Only behaviours that read the body see it.
+    pub aborted: bool,
     /// When the request head arrived (tokio clock, so paused-time tests can compare).
     pub received_at: tokio::time::Instant,
 }
@@ -74,6 +77,7 @@ impl RequestLog {
             body: Bytes::new(),
             trailers: None,
             complete: false,
+            aborted: false,
             received_at: tokio::time::Instant::now(),
         };
         let mut log = self.lock();
@@ -97,6 +101,10 @@ impl RequestLog {
 
     pub(crate) fn mark_complete(&self, id: usize) {
         self.with(id, |e| e.request.complete = true);
+    }
+
+    pub(crate) fn mark_aborted(&self, id: usize) {
+        self.with(id, |e| e.request.aborted = true);
     }
 
     /// The request `id`; `None` if the log was cleared since.

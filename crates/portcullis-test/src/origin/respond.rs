@@ -172,12 +172,13 @@ fn respond(
 }
 
 /// Reads the whole body into the log; returns it with its trailers. A body error ends the
-/// read early (the entry stays incomplete).
+/// read early (the entry stays incomplete and is marked aborted).
 async fn read_body(shared: &Shared, id: usize, mut body: Incoming) -> (Bytes, Option<HeaderMap>) {
     let mut bytes = BytesMut::new();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
+            shared.log.mark_aborted(id);
             return (bytes.freeze(), trailers);
         };
         match frame.into_data() {
@@ -205,6 +206,7 @@ async fn echo_body(
 ) {
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
+            shared.log.mark_aborted(id);
             tx.abort("request body failed".into());
             return;
         };

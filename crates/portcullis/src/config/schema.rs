@@ -507,7 +507,8 @@ pub struct RouteConfig {
     /// Where an incoming deadline is read from (and propagated to).
     #[serde(default)]
     pub deadline: DeadlineConfig,
-    /// A streamed request or response body that moves no byte for this long is cut.
+    /// A streamed request or response body that moves no byte for this long is cut; 0s turns
+    /// it off.
     #[serde(default = "defaults::stream_idle_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub stream_idle_timeout: Duration,

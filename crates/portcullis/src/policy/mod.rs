@@ -13,6 +13,11 @@ use crate::body::Body;
 
 /// What the pipeline does after a policy ran.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a return value, never stored: `Continue` writes only the tag, and boxing would \
+              cost every refusal an allocation"
+)]
 pub enum Flow {
     /// Go on with the (possibly modified) request.
     Continue,

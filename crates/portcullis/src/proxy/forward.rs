@@ -18,10 +18,11 @@ use hyper_util::rt::TokioIo;
 
 use tokio::time::Instant;
 
+use super::deadline;
 use super::headers;
 use super::retry::{self, RetryPolicy};
 use super::Downstream;
-use crate::body::{Body, LimitedIncoming};
+use crate::body::{fault, Body, LimitedIncoming};
 use crate::config::schema::HostHeader;
 use crate::error::{ErrorKind, ProxyError};
 use crate::router::Route;
@@ -94,10 +95,27 @@ pub async fn forward(
     if declared.is_some_and(|len| len > route.max_request_body) {
         return Err(ProxyError::new(ErrorKind::RequestBodyTooLarge));
     }
-    let deadline = Deadline {
-        at: started + route.timeout,
-        callers: false,
+    // The deadline: the route's timeout from arrival, or the caller's own budget (from
+    // `grpc-timeout` or the route's deadline header) if that ends sooner. A budget already
+    // spent gets 504 without any upstream call.
+    let incoming = route
+        .deadline
+        .incoming(&parts.headers)
+        .map_err(|err| ProxyError::with_source(ErrorKind::BadRequest, err))?;
+    let route_at = started + route.timeout;
+    let deadline = match &incoming {
+        Some(caller) if started + caller.budget <= route_at => Deadline {
+            at: started + caller.budget,
+            callers: true,
+        },
+        _ => Deadline {
+            at: route_at,
+            callers: false,
+        },
     };
+    if Instant::now() >= deadline.at {
+        return Err(deadline.expired_error());
+    }
     let downstream_version = parts.version;
     let upgrade =
         downstream_version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
@@ -222,19 +240,26 @@ pub async fn forward(
                 head.headers.remove(header::HOST);
             }
         }
-        let mut body_exceeded = None;
+        if let Some(caller) = &incoming {
+            // The upstream gets the time this attempt has left, in the caller's format.
+            deadline::write(
+                &caller.source,
+                try_until.saturating_duration_since(Instant::now()),
+                &mut head.headers,
+            );
+        }
+        let mut body_fault = None;
         let attempt_body = match &body {
             RequestBody::Empty => Body::Empty,
             RequestBody::Kept(bytes) => Body::full(bytes.clone()),
             RequestBody::Stream(_) => {
-                let RequestBody::Stream(incoming) =
-                    std::mem::replace(&mut body, RequestBody::Empty)
+                let RequestBody::Stream(stream) = std::mem::replace(&mut body, RequestBody::Empty)
                 else {
                     return Err(ProxyError::new(ErrorKind::Internal));
                 };
-                let limited = LimitedIncoming::new(incoming, route.max_request_body);
-                body_exceeded = Some(limited.exceeded_flag());
-                Body::Limited(limited)
+                let limited = LimitedIncoming::new(stream, route.max_request_body);
+                body_fault = Some(limited.fault());
+                Body::Limited(limited).with_idle_timeout(route.stream_idle_timeout)
             }
         };
 
@@ -247,10 +272,18 @@ pub async fn forward(
         // The slot covers the attempt until its response head.
         drop(request_slot);
         let result = match sent {
-            Ok(Err(err)) if body_exceeded.is_some_and(|f| f.load(Ordering::Relaxed)) => {
-                // The send failed because the body went over its limit, whatever the client
-                // made of it.
-                return Err(ProxyError::with_source(ErrorKind::RequestBodyTooLarge, err));
+            // The send failed because the client's body went over its limit or stalled,
+            // whatever the upstream client made of it: the client's fault.
+            Ok(Err(err))
+                if body_fault
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed) != fault::NONE) =>
+            {
+                let kind = match body_fault.map(|f| f.load(Ordering::Relaxed)) {
+                    Some(fault::TOO_LARGE) => ErrorKind::RequestBodyTooLarge,
+                    _ => ErrorKind::RequestTimeout,
+                };
+                return Err(ProxyError::with_source(kind, err));
             }
             Ok(result) => result,
             Err(_) if try_until < deadline.at => Err(ProxyError::new(ErrorKind::UpstreamTimeout)),
@@ -334,7 +367,7 @@ pub async fn forward(
     let body = if switching {
         Body::Empty
     } else {
-        Body::Upstream(body, picked, conn)
+        Body::upstream(body, picked, conn).with_idle_timeout(route.stream_idle_timeout)
     };
     Ok(Response::from_parts(head, body))
 }

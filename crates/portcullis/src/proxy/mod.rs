@@ -2,6 +2,7 @@
 //! route's action (forward, direct response, redirect), policies on the response, finish.
 //! `docs/request-lifecycle.md` draws the same steps.
 
+pub mod deadline;
 pub mod forward;
 pub mod headers;
 pub mod path;

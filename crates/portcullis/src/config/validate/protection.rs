@@ -98,11 +98,7 @@ pub(super) fn route(path: &str, r: &RouteConfig, p: &mut Problems) {
         route_retry(&format!("{path}.retry"), retry, r.timeout, p);
     }
     deadline(&format!("{path}.deadline"), &r.deadline, p);
-    positive(
-        p,
-        format!("{path}.stream_idle_timeout"),
-        r.stream_idle_timeout,
-    );
+    // stream_idle_timeout: 0s turns the idle cut off (any other value is a bound).
     if let Some(name) = &r.priority.header {
         p.check(format!("{path}.priority.header"), header_name(name));
     }

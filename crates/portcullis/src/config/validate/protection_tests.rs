@@ -285,7 +285,6 @@ routes:
         yaml,
         &[
             "routes[0].deadline.header: \":authority\" is a pseudo-header; a deadline travels in a regular header",
-            "routes[0].stream_idle_timeout: must be greater than 0",
             "routes[0].priority.header: \"bad name\" is not a valid header name",
             "routes[1].deadline.header: grpc-timeout is read by deadline.grpc_timeout; name a different header here",
             "routes[2].deadline.header: \"TE\" is a connection/framing header managed by the gateway and cannot carry a deadline",
