@@ -97,6 +97,12 @@ impl Setup {
         portcullis_test::init_tracing();
         TestGateway::start(&self.yaml()).await
     }
+
+    /// Starts with `extra` top-level YAML sections appended (e.g. `rate_limits:`).
+    pub async fn start_with_extra(&self, extra: &str) -> TestGateway {
+        portcullis_test::init_tracing();
+        TestGateway::start(&format!("{}{extra}", self.yaml())).await
+    }
 }
 
 /// A request with a full body.
