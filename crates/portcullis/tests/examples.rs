@@ -64,6 +64,7 @@ async fn exercise(name: &str, text: &str) {
     match name {
         "quickstart.yaml" => quickstart(text).await,
         "rate-limits.yaml" => rate_limits(text).await,
+        "protection.yaml" => protection(text).await,
         other => panic!(
             "examples/configs/{other} has no exercise: add an arm for it to `exercise` in \
              crates/portcullis/tests/examples.rs that starts it (on free loopback ports: make \
@@ -361,4 +362,91 @@ async fn rate_limits(text: &str) {
     tokio::time::timeout(Duration::from_secs(15), gw.shutdown())
         .await
         .expect("rate-limits gateway shut down in time");
+}
+
+/// What the comments of `protection.yaml` promise.
+async fn protection(text: &str) {
+    let (public, demo_a, demo_b, admin) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let vars: HashMap<String, String> = [
+        ("PORTCULLIS_PUBLIC_ADDR", public),
+        ("PORTCULLIS_DEMO_ADDR", demo_a),
+        ("PORTCULLIS_DEMO_B_ADDR", demo_b),
+        ("PORTCULLIS_ADMIN_ADDR", admin),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_string()))
+    .collect();
+    let gw = TestGateway::start_with_vars(text, vars).await;
+    assert_eq!(gw.addr("public"), public);
+    let client = TestClient::http1();
+    let url = |path: &str| gw.url("public", path);
+    let served_by = |resp: &TestResponse| resp.json()["served_by"].as_str().map(str::to_owned);
+
+    // Round robin over a and b.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let resp = get(&client, &url("/api/users")).await;
+        assert_eq!(resp.status, 200, "{:?}", resp.text());
+        seen.extend(served_by(&resp));
+    }
+    seen.sort();
+    assert_eq!(seen, ["a", "b"]);
+
+    // Two POSTs to /api/flaky: never retried, so the one on b gets b's 503 as it is.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let req = Request::post(url("/api/flaky"))
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let resp = tokio::time::timeout(WAIT, client.request(req))
+            .await
+            .expect("POST answered");
+        if resp.status == 503 {
+            assert_eq!(served_by(&resp).as_deref(), Some("b"));
+            assert_eq!(resp.json()["error"], "flaky");
+            // b's own answer (a direct response of the pretend origin), passed through.
+            assert_eq!(resp.header("x-portcullis-reason"), Some("direct_response"));
+        }
+        statuses.push(resp.status.as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 503]);
+
+    // GETs are retried on the endpoint not tried yet: all end with a's 200.
+    for i in 0..8 {
+        let resp = get(&client, &url("/api/flaky")).await;
+        assert_eq!(resp.status, 200, "GET {i}: {:?}", resp.text());
+        assert_eq!(served_by(&resp).as_deref(), Some("a"));
+    }
+    // By now b answered 5 503s in a row and is ejected: everything goes to a.
+    for _ in 0..4 {
+        let resp = get(&client, &url("/api/users")).await;
+        assert_eq!(served_by(&resp).as_deref(), Some("a"));
+    }
+
+    // The caller's deadline: spent means no upstream call; not a number is a 400.
+    let resp = get_with(
+        &client,
+        &url("/api/users"),
+        &[("x-request-timeout-ms", "0")],
+    )
+    .await;
+    assert_eq!(resp.status, 504);
+    assert_eq!(
+        resp.header("x-portcullis-reason"),
+        Some("deadline_exceeded")
+    );
+    let resp = get_with(
+        &client,
+        &url("/api/users"),
+        &[("x-request-timeout-ms", "soon")],
+    )
+    .await;
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.header("x-portcullis-reason"), Some("bad_request"));
+
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(15), gw.shutdown())
+        .await
+        .expect("protection gateway shut down in time");
 }
