@@ -338,3 +338,28 @@ async fn a_retry_the_now_open_breaker_would_refuse_passes_on_the_last_answer() {
     assert_gateway_error(&get(&gw, "/").await, 503, "circuit_open");
     assert_eq!(origin.hits(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_per_try_timeout_bounds_requests_that_are_never_retried_too() {
+    let slow = Origin::start(Behavior::slow(
+        Duration::from_secs(60),
+        Behavior::Status(200),
+    ))
+    .await;
+    let gw = Setup::new(slow.addr())
+        .route("timeout: 10s")
+        .route("retry: { attempts: 2, per_try_timeout: 1s, on: [timeout] }")
+        .start()
+        .await;
+    let started = Instant::now();
+    let resp = TestClient::http1()
+        .request(request("POST", &gw.url("main", "/"), "x"))
+        .await;
+    assert_gateway_error(&resp, 504, "upstream_timeout");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1100),
+        "{took:?}"
+    );
+    assert_eq!(slow.hits(), 1, "POST is not retried");
+}

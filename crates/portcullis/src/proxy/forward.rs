@@ -26,8 +26,11 @@ use crate::body::{fault, Body, LimitedIncoming};
 use crate::config::schema::HostHeader;
 use crate::error::{ErrorKind, ProxyError};
 use crate::router::Route;
-use crate::upstream::client::{classify_chain, UpstreamResponse};
+use crate::upstream::breaker::BreakerTicket;
+use crate::upstream::client::UpstreamResponse;
+use crate::upstream::h1pool::PooledConn;
 use crate::upstream::outcome::{GatewayError, Outcome};
+use crate::upstream::overflow::RequestSlot;
 use crate::upstream::shed;
 use crate::upstream::{lb, Endpoint, Picked, Upstream};
 
@@ -179,8 +182,13 @@ pub async fn forward(
             let read = tokio::time::timeout_at(deadline.at, retry::keep(body)).await;
             match read {
                 Ok(Ok(bytes)) => RequestBody::Kept(bytes),
+                // Reading the client's body failed: its framing (400) or it went away (499).
                 Ok(Err(err)) => {
-                    let kind = classify_chain(Some(&err));
+                    let kind = if err.is_parse() {
+                        ErrorKind::BadRequest
+                    } else {
+                        ErrorKind::DownstreamAborted
+                    };
                     return Err(ProxyError::with_source(kind, err));
                 }
                 Err(_) => return Err(ProxyError::new(ErrorKind::RequestTimeout)),
@@ -192,33 +200,36 @@ pub async fn forward(
         RequestBody::Stream(body)
     };
     let attempts = match retry {
-        Some(policy) if body.replayable() => {
-            upstream.deposit_request();
-            policy.attempts
-        }
+        Some(policy) if body.replayable() => policy.attempts,
         _ => 1,
     };
+    // The per-try timeout bounds every attempt, also of requests that are never retried.
+    let per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
 
     let mut tried: Vec<Arc<Endpoint>> = Vec::new();
+    // The attempt before this one, kept until this one is admitted: if it is not (breaker,
+    // caps), the client gets that attempt's answer rather than a refusal of the retry.
+    let mut previous: Option<Attempt> = None;
     let mut attempt: u32 = 0;
     let (mut resp, conn, picked) = loop {
         let last = attempt + 1 >= attempts;
-        let picked = pick(upstream, route, hash, &tried)?;
-        // The breaker: the route's (per route × upstream) or the endpoint's.
-        let breaker = route.breaker.as_ref().or(picked.endpoint.breaker.as_ref());
-        let ticket = match breaker {
-            Some(b) => Some(
-                b.admit()
-                    .map_err(|after| ProxyError::retry_after(ErrorKind::CircuitOpen, after))?,
-            ),
-            None => None,
+        let (picked, ticket, request_slot) = match admit(upstream, route, hash, &tried) {
+            Ok(admitted) => admitted,
+            Err(err) => match previous.take() {
+                Some(previous) => break previous.end(&mut shed_permit)?,
+                None => return Err(err),
+            },
         };
-        let request_slot = upstream.thresholds.request()?;
+        if let Some(previous) = previous.take() {
+            previous.discard();
+        }
+        if attempt == 0 && attempts > 1 {
+            upstream.deposit_request(); // an original request that may be retried
+        }
         let now = Instant::now();
         if now >= deadline.at {
             return Err(deadline.expired_error());
         }
-        let per_try = retry.and_then(|r| r.per_try_timeout);
         let try_until = per_try.map_or(deadline.at, |t| (now + t).min(deadline.at));
 
         // This attempt's request: the original on the last attempt, a copy otherwise.
@@ -320,11 +331,13 @@ pub async fn forward(
                         endpoint = %picked.endpoint.addr, attempt = attempt + 1,
                         outcome = ?outcome, ?delay, "retrying"
                     );
-                    if let Ok((_, Some(conn))) = result {
-                        conn.discard(); // its response body is never read
-                    }
                     tried.push(Arc::clone(&picked.endpoint));
-                    drop(picked);
+                    previous = Some(Attempt {
+                        result,
+                        picked,
+                        outcome,
+                        latency,
+                    });
                     if !delay.is_zero() {
                         Box::pin(tokio::time::sleep(delay)).await;
                     }
@@ -337,17 +350,13 @@ pub async fn forward(
                 );
             }
         }
-        // The adaptive limit learns from the attempt that ends the forward step; timeouts
-        // and 503s are the upstream saying it is overloaded.
-        if let (Some(permit), Some(outcome)) = (shed_permit.take(), &outcome) {
-            let overloaded = matches!(
-                outcome,
-                Outcome::Failed(GatewayError::Timeout) | Outcome::Response { status: 503, .. }
-            );
-            permit.finish(latency, overloaded);
-        }
-        let (resp, conn) = result?;
-        break (resp, conn, picked);
+        let this = Attempt {
+            result,
+            picked,
+            outcome,
+            latency,
+        };
+        break this.end(&mut shed_permit)?;
     };
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -370,6 +379,62 @@ pub async fn forward(
         Body::upstream(body, picked, conn).with_idle_timeout(route.stream_idle_timeout)
     };
     Ok(Response::from_parts(head, body))
+}
+
+/// One finished attempt: its result, endpoint, classification and response-head latency.
+struct Attempt {
+    result: Result<UpstreamResponse, ProxyError>,
+    picked: Picked,
+    outcome: Option<Outcome>,
+    latency: Duration,
+}
+
+impl Attempt {
+    /// Ends the forward step with this attempt: the adaptive limit learns from it (timeouts
+    /// and 503s are the upstream saying it is overloaded) and its answer goes back.
+    fn end(
+        self,
+        shed_permit: &mut Option<shed::ShedPermit>,
+    ) -> Result<(http::Response<Incoming>, Option<PooledConn>, Picked), ProxyError> {
+        if let (Some(permit), Some(outcome)) = (shed_permit.take(), &self.outcome) {
+            let overloaded = matches!(
+                outcome,
+                Outcome::Failed(GatewayError::Timeout) | Outcome::Response { status: 503, .. }
+            );
+            permit.finish(self.latency, overloaded);
+        }
+        let (resp, conn) = self.result?;
+        Ok((resp, conn, self.picked))
+    }
+
+    /// Drops the attempt for a retry; an HTTP/1.1 connection whose response body was never
+    /// read is closed, not pooled.
+    fn discard(self) {
+        if let Ok((_, Some(conn))) = self.result {
+            conn.discard();
+        }
+    }
+}
+
+/// Picks the endpoint of an attempt and admits it: its breaker (the route's, or the
+/// endpoint's) and the upstream's request cap.
+fn admit<'u>(
+    upstream: &'u Upstream,
+    route: &Route,
+    hash: Option<u64>,
+    tried: &[Arc<Endpoint>],
+) -> Result<(Picked, Option<BreakerTicket>, RequestSlot<'u>), ProxyError> {
+    let picked = pick(upstream, route, hash, tried)?;
+    let breaker = route.breaker.as_ref().or(picked.endpoint.breaker.as_ref());
+    let ticket = match breaker {
+        Some(b) => Some(
+            b.admit()
+                .map_err(|after| ProxyError::retry_after(ErrorKind::CircuitOpen, after))?,
+        ),
+        None => None,
+    };
+    let slot = upstream.thresholds.request()?;
+    Ok((picked, ticket, slot))
 }
 
 /// Picks the endpoint of an attempt: one whose breaker is not open (per-endpoint breakers)
