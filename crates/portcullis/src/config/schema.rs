@@ -794,7 +794,7 @@ pub mod defaults {
         10
     }
     pub fn adaptive_initial() -> u32 {
-        20
+        100
     }
     pub fn adaptive_min() -> u32 {
         5
