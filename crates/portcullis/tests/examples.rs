@@ -80,6 +80,15 @@ fn free_addr() -> SocketAddr {
     listener.local_addr().expect("local address")
 }
 
+/// Starts the example `text` with each variable set to its address.
+async fn start_example(text: &str, vars: &[(&str, SocketAddr)]) -> TestGateway {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.to_string()))
+        .collect();
+    TestGateway::start_with_vars(text, vars).await
+}
+
 async fn get(client: &TestClient, url: &str) -> TestResponse {
     tokio::time::timeout(WAIT, client.get(url))
         .await
@@ -91,15 +100,15 @@ async fn quickstart(text: &str) {
     let public = free_addr();
     let demo = free_addr();
     let admin = free_addr();
-    let vars: HashMap<String, String> = [
-        ("PORTCULLIS_PUBLIC_ADDR", public),
-        ("PORTCULLIS_DEMO_ADDR", demo),
-        ("PORTCULLIS_ADMIN_ADDR", admin),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_string()))
-    .collect();
-    let gw = TestGateway::start_with_vars(text, vars).await;
+    let gw = start_example(
+        text,
+        &[
+            ("PORTCULLIS_PUBLIC_ADDR", public),
+            ("PORTCULLIS_DEMO_ADDR", demo),
+            ("PORTCULLIS_ADMIN_ADDR", admin),
+        ],
+    )
+    .await;
     assert_eq!(gw.addr("public"), public);
     assert_eq!(gw.addr("demo-origin"), demo);
     assert_eq!(gw.admin_addr(), admin);
@@ -210,15 +219,15 @@ async fn rate_limits(text: &str) {
     let public = free_addr();
     let demo = free_addr();
     let admin = free_addr();
-    let vars: HashMap<String, String> = [
-        ("PORTCULLIS_PUBLIC_ADDR", public),
-        ("PORTCULLIS_DEMO_ADDR", demo),
-        ("PORTCULLIS_ADMIN_ADDR", admin),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_string()))
-    .collect();
-    let gw = TestGateway::start_with_vars(text, vars).await;
+    let gw = start_example(
+        text,
+        &[
+            ("PORTCULLIS_PUBLIC_ADDR", public),
+            ("PORTCULLIS_DEMO_ADDR", demo),
+            ("PORTCULLIS_ADMIN_ADDR", admin),
+        ],
+    )
+    .await;
     assert_eq!(gw.addr("public"), public);
     assert_eq!(gw.addr("demo-origin"), demo);
     assert_eq!(gw.admin_addr(), admin);
@@ -367,16 +376,16 @@ async fn rate_limits(text: &str) {
 /// What the comments of `protection.yaml` promise.
 async fn protection(text: &str) {
     let (public, demo_a, demo_b, admin) = (free_addr(), free_addr(), free_addr(), free_addr());
-    let vars: HashMap<String, String> = [
-        ("PORTCULLIS_PUBLIC_ADDR", public),
-        ("PORTCULLIS_DEMO_ADDR", demo_a),
-        ("PORTCULLIS_DEMO_B_ADDR", demo_b),
-        ("PORTCULLIS_ADMIN_ADDR", admin),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_string()))
-    .collect();
-    let gw = TestGateway::start_with_vars(text, vars).await;
+    let gw = start_example(
+        text,
+        &[
+            ("PORTCULLIS_PUBLIC_ADDR", public),
+            ("PORTCULLIS_DEMO_ADDR", demo_a),
+            ("PORTCULLIS_DEMO_B_ADDR", demo_b),
+            ("PORTCULLIS_ADMIN_ADDR", admin),
+        ],
+    )
+    .await;
     assert_eq!(gw.addr("public"), public);
     let client = TestClient::http1();
     let url = |path: &str| gw.url("public", path);
