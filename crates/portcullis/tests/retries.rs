@@ -363,3 +363,33 @@ async fn the_per_try_timeout_bounds_requests_that_are_never_retried_too() {
     );
     assert_eq!(slow.hits(), 1, "POST is not retried");
 }
+
+// Real time: on a paused clock, tokio may jump to the route timeout while the HTTP/2 body is
+// still in flight between sockets (nothing is runnable for a moment), and time plays no part
+// in this test.
+#[tokio::test]
+async fn grpc_over_http2_is_retried_with_its_message_replayed() {
+    let unavailable = ResponseSpec::new(200)
+        .header("content-type", "application/grpc")
+        .header("grpc-status", "14");
+    let (origin, count) = fails_first(1, unavailable).await;
+    let gw = Setup::new(origin.addr())
+        .h2_upstream()
+        .route("retry: { attempts: 2, on: [], grpc_statuses: [14], methods: [POST] }")
+        .start()
+        .await;
+    // A length-prefixed gRPC message: flag 0, length 5, "hello".
+    let message = bytes::Bytes::from_static(b"\x00\x00\x00\x00\x05hello");
+    let req = http::Request::post(gw.url("main", "/pkg.Echo/Say"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(message.clone()))
+        .unwrap();
+    let resp = TestClient::http2().request(req).await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("grpc-status").is_none(), "the retry's answer");
+    assert_eq!(resp.body, message, "the retry carried the same message");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    let versions: Vec<_> = origin.requests().iter().map(|r| r.version).collect();
+    assert_eq!(versions, [http::Version::HTTP_2, http::Version::HTTP_2]);
+}
