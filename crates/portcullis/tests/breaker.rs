@@ -293,3 +293,54 @@ async fn concurrent_probes_are_limited_in_half_open() {
     );
     assert_eq!(hits.load(Ordering::SeqCst), 7);
 }
+
+#[tokio::test(start_paused = true)]
+async fn endpoint_scope_sends_elsewhere_while_a_half_open_endpoint_is_probing() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    // Fails twice (trips), then answers slowly: its probe stays in flight for 5 s.
+    let flaky = Origin::start(Behavior::scripted(move |_| {
+        if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+            ResponseSpec::new(500)
+        } else {
+            ResponseSpec::new(200).delay(Duration::from_secs(5))
+        }
+    }))
+    .await;
+    let healthy = Origin::start(Behavior::Status(200)).await;
+    let yaml = format!(
+        "admin: {{ enabled: false }}\n\
+         listeners: [{{ name: main, address: \"127.0.0.1:0\" }}]\n\
+         upstreams:\n  - name: app\n    endpoints: [{{ address: \"{}\" }}, {{ address: \"{}\" }}]\n\
+         \x20   circuit_breaker: {{ scope: endpoint, window: {{ calls: 2 }}, min_calls: 2, \
+                 failure_rate: 100, open_duration: 10s }}\n\
+         routes: [{{ name: all, action: {{ proxy: {{ upstream: app }} }} }}]\n",
+        flaky.addr(),
+        healthy.addr()
+    );
+    let gw = TestGateway::start(&yaml).await;
+    while calls.load(Ordering::SeqCst) < 2 {
+        get(&gw, "/").await;
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Half-open now: the next request to pick it becomes its probe, and stays in flight.
+    let url = gw.url("main", "/");
+    let mut probe = None;
+    while calls.load(Ordering::SeqCst) < 3 {
+        let url = url.clone();
+        let task = tokio::spawn(async move { TestClient::http1_no_pool().get(&url).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if calls.load(Ordering::SeqCst) == 3 {
+            probe = Some(task);
+        } else {
+            assert_eq!(task.await.unwrap().status, 200);
+        }
+    }
+    // Its only probe slot is taken: requests that pick it go to the healthy endpoint.
+    for _ in 0..6 {
+        let resp = get(&gw, "/").await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(probe.unwrap().await.unwrap().status, 200);
+}

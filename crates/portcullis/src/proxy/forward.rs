@@ -424,17 +424,28 @@ fn admit<'u>(
     hash: Option<u64>,
     tried: &[Arc<Endpoint>],
 ) -> Result<(Picked, Option<BreakerTicket>, RequestSlot<'u>), ProxyError> {
-    let picked = pick(upstream, route, hash, tried)?;
-    let breaker = route.breaker.as_ref().or(picked.endpoint.breaker.as_ref());
-    let ticket = match breaker {
-        Some(b) => Some(
-            b.admit()
-                .map_err(|after| ProxyError::retry_after(ErrorKind::CircuitOpen, after))?,
-        ),
-        None => None,
-    };
-    let slot = upstream.thresholds.request()?;
-    Ok((picked, ticket, slot))
+    // Endpoints whose own breaker refused this request (half-open with every probe slot
+    // taken): another endpoint is picked instead.
+    let mut refused: Vec<Arc<Endpoint>> = Vec::new();
+    loop {
+        let picked = pick(upstream, route, hash, tried, &refused)?;
+        let ticket = match (&route.breaker, &picked.endpoint.breaker) {
+            (Some(b), _) => Some(
+                b.admit()
+                    .map_err(|after| ProxyError::retry_after(ErrorKind::CircuitOpen, after))?,
+            ),
+            (None, Some(b)) => match b.admit() {
+                Ok(ticket) => Some(ticket),
+                Err(_) => {
+                    refused.push(Arc::clone(&picked.endpoint));
+                    continue;
+                }
+            },
+            (None, None) => None,
+        };
+        let slot = upstream.thresholds.request()?;
+        return Ok((picked, ticket, slot));
+    }
 }
 
 /// Picks the endpoint of an attempt: one whose breaker is not open (per-endpoint breakers)
@@ -444,8 +455,12 @@ fn pick(
     route: &Route,
     hash: Option<u64>,
     tried: &[Arc<Endpoint>],
+    refused: &[Arc<Endpoint>],
 ) -> Result<Picked, ProxyError> {
-    let closed = |e: &Arc<Endpoint>| !e.breaker.as_ref().is_some_and(|b| b.is_open());
+    let closed = |e: &Arc<Endpoint>| {
+        !e.breaker.as_ref().is_some_and(|b| b.is_open())
+            && !refused.iter().any(|r| Arc::ptr_eq(r, e))
+    };
     let fresh = |e: &Arc<Endpoint>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
     let per_endpoint = route.breaker.is_none() && upstream.has_endpoint_breakers();
     let picked = match (per_endpoint, tried.is_empty()) {
