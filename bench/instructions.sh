@@ -8,6 +8,8 @@
 #   bash bench/instructions.sh            # builds release first
 #   bash bench/instructions.sh --no-build
 #   SCENARIO=ratelimit bash bench/instructions.sh --no-build
+#   KEEP_CG=/tmp/cg bash bench/instructions.sh --no-build   # keep the callgrind outputs
+#                                                            # (callgrind_annotate FILE)
 #
 # Loopback only; everything started here is stopped on exit.
 set -euo pipefail
@@ -40,6 +42,9 @@ cleanup() {
     kill "$(cat "$WORK/origin/nginx.pid")" 2>/dev/null || true
   fi
   sleep 0.5
+  if [[ -n ${KEEP_CG:-} ]]; then
+    mkdir -p "$KEEP_CG" && cp "$WORK"/*.cg "$KEEP_CG"/ 2>/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT

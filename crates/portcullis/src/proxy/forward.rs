@@ -209,7 +209,7 @@ pub async fn forward(
     let mut tried: Vec<Arc<Endpoint>> = Vec::new();
     // The attempt before this one, kept until this one is admitted: if it is not (breaker,
     // caps), the client gets that attempt's answer rather than a refusal of the retry.
-    let mut previous: Option<Attempt> = None;
+    let mut previous: Option<Box<Attempt>> = None;
     let mut attempt: u32 = 0;
     let (mut resp, conn, picked) = loop {
         let last = attempt + 1 >= attempts;
@@ -332,12 +332,13 @@ pub async fn forward(
                         outcome = ?outcome, ?delay, "retrying"
                     );
                     tried.push(Arc::clone(&picked.endpoint));
-                    previous = Some(Attempt {
+                    // Boxed: retries are rare, and inline it would enlarge every request's future.
+                    previous = Some(Box::new(Attempt {
                         result,
                         picked,
                         outcome,
                         latency,
-                    });
+                    }));
                     if !delay.is_zero() {
                         Box::pin(tokio::time::sleep(delay)).await;
                     }
