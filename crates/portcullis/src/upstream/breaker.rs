@@ -3,7 +3,7 @@
 //! the breaker's lock only to record an outcome or when the gate says the state may change.
 //! Every transition is logged with its cause and counted.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub struct CircuitBreaker {
     label: Arc<str>,
     epoch: Instant,
     gate: AtomicU64,
+    /// An operator's override (`Forced`), read before the gate.
+    forced: AtomicU8,
     inner: Mutex<Breaker>,
     failure_on: Vec<FailureKind>,
     failure_statuses: Vec<u16>,
@@ -51,6 +53,7 @@ impl CircuitBreaker {
             label: label.into(),
             epoch: Instant::now(),
             gate: AtomicU64::new(GATE_CLOSED),
+            forced: AtomicU8::new(Forced::None as u8),
             inner: Mutex::new(Breaker::new(breaker_config(cfg))?),
             failure_on: cfg.failure_on.clone(),
             failure_statuses: cfg.failure_statuses.clone(),
@@ -67,6 +70,11 @@ impl CircuitBreaker {
     /// Whether calls would be refused now without asking (open and not yet due to half-open).
     /// Cheap: one atomic load and, when open, a clock read.
     pub fn is_open(&self) -> bool {
+        match self.forced() {
+            Forced::Open => return true,
+            Forced::Closed => return false,
+            Forced::None => {}
+        }
         let gate = self.gate.load(Ordering::Acquire);
         gate > GATE_HALF_OPEN && self.now().0 < gate
     }
@@ -78,8 +86,31 @@ impl CircuitBreaker {
         (gate > GATE_HALF_OPEN && now < gate).then(|| Duration::from_nanos(gate - now))
     }
 
+    /// Holds the breaker open or closed whatever the outcomes say (`Forced::None` lets it
+    /// decide again, from the state it was in). Logged at warn.
+    pub fn force(&self, forced: Forced) {
+        let before = self.forced.swap(forced as u8, Ordering::AcqRel);
+        if before != forced as u8 {
+            tracing::warn!(breaker = %self.label, forced = forced.as_str(), "circuit breaker override changed");
+        }
+    }
+
+    /// The operator's override in force.
+    pub fn forced(&self) -> Forced {
+        Forced::from_u8(self.forced.load(Ordering::Acquire))
+    }
+
     /// Asks to send one call. `Err(retry_after)`: refused, fail fast.
     pub fn admit(self: &Arc<Self>) -> Result<BreakerTicket, Duration> {
+        match self.forced() {
+            Forced::None => {}
+            // Outcomes are still recorded, so the breaker's own state stays current.
+            Forced::Closed => return Ok(BreakerTicket::new(self, false)),
+            Forced::Open => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(FORCED_OPEN_RETRY_AFTER);
+            }
+        }
         let gate = self.gate.load(Ordering::Acquire);
         if gate == GATE_CLOSED {
             return Ok(BreakerTicket::new(self, false));
@@ -162,6 +193,40 @@ impl CircuitBreaker {
     fn lock(&self) -> MutexGuard<'_, Breaker> {
         // Every update of the breaker is complete before the lock is released: recover.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The `Retry-After` of a breaker an operator holds open: when it closes is not known.
+const FORCED_OPEN_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// An operator's override of a breaker (admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Forced {
+    /// The breaker decides from the outcomes.
+    None = 0,
+    /// Every call is refused (503 `circuit_open`).
+    Open = 1,
+    /// Every call goes through.
+    Closed = 2,
+}
+
+impl Forced {
+    fn from_u8(v: u8) -> Forced {
+        match v {
+            1 => Forced::Open,
+            2 => Forced::Closed,
+            _ => Forced::None,
+        }
+    }
+
+    /// `none`, `open` or `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forced::None => "none",
+            Forced::Open => "open",
+            Forced::Closed => "closed",
+        }
     }
 }
 
@@ -252,5 +317,26 @@ mod tests {
         assert_eq!(b.stats.opened.load(Ordering::Relaxed), 1);
         assert_eq!(b.stats.closed.load(Ordering::Relaxed), 1);
         assert_eq!(b.stats.rejected.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_operator_can_hold_it_open_or_closed() {
+        let b = Arc::new(CircuitBreaker::new(&config(), "test").unwrap());
+        b.force(Forced::Open);
+        assert!(b.is_open());
+        assert_eq!(b.admit().unwrap_err(), FORCED_OPEN_RETRY_AFTER);
+        b.force(Forced::None);
+        assert!(b.admit().is_ok());
+        for _ in 0..4 {
+            b.admit()
+                .unwrap()
+                .record(&Outcome::Failed(GatewayError::Reset), FAST);
+        }
+        assert!(b.is_open(), "tripped");
+        b.force(Forced::Closed);
+        assert!(!b.is_open());
+        assert!(b.admit().is_ok(), "held closed although tripped");
+        b.force(Forced::None);
+        assert!(b.admit().is_err(), "back to its own state: open");
     }
 }
