@@ -16,6 +16,10 @@ pub struct Runtime {
     pub upstreams: Vec<Arc<Upstream>>,
     /// Per listener, in `config.listeners` order.
     pub listeners: Vec<ListenerRuntime>,
+    /// Every compiled rate-limit policy, in `config.rate_limits` order (admin API).
+    pub rate_limits: Vec<Arc<RateLimiter>>,
+    /// The validated config this snapshot was compiled from (admin API: `GET /api/config`).
+    pub config: Arc<Config>,
 }
 
 /// What the request path needs to know about the listener a request came in on.
@@ -65,6 +69,8 @@ impl Runtime {
             router,
             upstreams,
             listeners,
+            rate_limits: limiters,
+            config: Arc::new(config.clone()),
         })
     }
 }

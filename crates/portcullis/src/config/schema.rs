@@ -20,7 +20,7 @@ pub struct Config {
     /// Process-wide settings: worker threads, shutdown.
     #[serde(default)]
     pub server: ServerConfig,
-    /// The admin listener (health, readiness; later metrics and the admin API).
+    /// The admin listener (health, readiness, the JSON API of `docs/admin-api.md`).
     #[serde(default)]
     pub admin: AdminConfig,
     /// Sockets that accept downstream traffic.

@@ -1,5 +1,9 @@
-//! The admin listener: `GET /healthz` (the process is alive) and `GET /readyz` (listeners
-//! bound and config compiled). Later: metrics and the admin API.
+//! The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (listeners
+//! bound and config compiled) and the JSON API under `/api/` (see `api` and
+//! `docs/admin-api.md`). Later: metrics.
+
+mod api;
+mod redact;
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -53,6 +57,9 @@ pub fn spawn(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken
 }
 
 async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.uri().path().starts_with(api::PREFIX) {
+        return Ok(api::serve(&shared, req).await);
+    }
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => {
