@@ -93,6 +93,12 @@ async fn listed_statuses_are_retried_until_attempts_run_out() {
         .await;
     assert_eq!(get(&gw, "/").await.status, 200, "third attempt succeeds");
     assert_eq!(count.load(Ordering::SeqCst), 3);
+    // Counted by cause on the upstream (what the admin API and metrics show).
+    let runtime = gw.gateway().shared().runtime.load_full();
+    let upstream = &runtime.upstreams[0];
+    use portcullis::upstream::outcome::RetryCause;
+    assert_eq!(upstream.retries(RetryCause::Status), 2);
+    assert_eq!(upstream.retries(RetryCause::Reset), 0);
 
     // Exhausted: the upstream's own last answer is passed on as is.
     let (origin, count) = fails_first(9, ResponseSpec::new(503).body("busy")).await;

@@ -20,6 +20,7 @@ use crate::body::Body;
 use crate::router::{Action, Route};
 use crate::runtime::Runtime;
 use crate::upstream::breaker::{self, CircuitBreaker, Forced};
+use crate::upstream::outcome::RetryCause;
 use crate::upstream::outlier::EjectionCause;
 use crate::upstream::shed::ShedCause;
 use crate::upstream::Upstream;
@@ -130,6 +131,10 @@ fn upstream_json(u: &Upstream) -> Value {
             "refused": s.refused,
         })
     });
+    let retries: Map<String, Value> = RetryCause::ALL
+        .into_iter()
+        .map(|c| (c.as_str().to_string(), json!(u.retries(c))))
+        .collect();
     let shedding = u.shedder.as_ref().map(|s| {
         let shed: Map<String, Value> = ShedCause::ALL
             .into_iter()
@@ -176,6 +181,7 @@ fn upstream_json(u: &Upstream) -> Value {
             "overflowed": load(&t.overflowed),
         },
         "retry_budget": retry_budget,
+        "retries": retries,
         "load_shedding": shedding,
         "outlier_detection": {
             "ejections": ejections,

@@ -326,6 +326,9 @@ pub async fn forward(
         if wanted {
             if let Some(delay) = retry_delay(retry, attempt, &result, deadline) {
                 if upstream.withdraw_retry() {
+                    if let Some(outcome) = &outcome {
+                        upstream.count_retry(outcome);
+                    }
                     tracing::debug!(
                         route = %route.name, upstream = %upstream.name,
                         endpoint = %picked.endpoint.addr, attempt = attempt + 1,

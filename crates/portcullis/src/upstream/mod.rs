@@ -125,6 +125,8 @@ pub struct Upstream {
     /// What every route's retries to this upstream draw from (`None`: invalid, which
     /// validation refuses first; then nothing is retried).
     retry_budget: Option<portcullis_limits::RetryBudget>,
+    /// Retries sent, by cause (`outcome::RetryCause` order).
+    retries: [std::sync::atomic::AtomicU64; 6],
     /// Adaptive concurrency limit with a priority queue (`load_shedding`).
     pub shedder: Option<shed::Shedder>,
     /// The clock origin of `retry_budget`.
@@ -220,6 +222,7 @@ impl Upstream {
                 endpoint_breaker,
                 thresholds,
                 retry_budget,
+                retries: Default::default(),
                 shedder,
                 epoch: tokio::time::Instant::now(),
                 hash_key: config.load_balancer.hash_key.clone(),
@@ -283,6 +286,21 @@ impl Upstream {
         self.retry_budget
             .as_ref()
             .is_some_and(|budget| budget.try_withdraw(self.now()))
+    }
+
+    /// Counts a retry about to be sent because of `outcome`.
+    pub fn count_retry(&self, outcome: &outcome::Outcome) {
+        let cause = outcome::RetryCause::of(outcome);
+        if let Some(counter) = self.retries.get(cause as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Retries sent because of `cause` since start.
+    pub fn retries(&self, cause: outcome::RetryCause) -> u64 {
+        self.retries
+            .get(cause as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// The retry budget's state (for the admin API and metrics).

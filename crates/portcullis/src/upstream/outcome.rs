@@ -95,6 +95,57 @@ impl Outcome {
     }
 }
 
+/// Why an attempt was retried, for counting (a closed set: metric label values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    ConnectFailure,
+    Reset,
+    Timeout,
+    ProtocolError,
+    Status,
+    GrpcStatus,
+}
+
+impl RetryCause {
+    pub const ALL: [RetryCause; 6] = [
+        RetryCause::ConnectFailure,
+        RetryCause::Reset,
+        RetryCause::Timeout,
+        RetryCause::ProtocolError,
+        RetryCause::Status,
+        RetryCause::GrpcStatus,
+    ];
+
+    /// The cause of retrying `outcome`: a gRPC status when the response carried one that
+    /// is not OK, else the status or the gateway error.
+    pub fn of(outcome: &Outcome) -> RetryCause {
+        match outcome {
+            Outcome::Failed(GatewayError::Connect) => RetryCause::ConnectFailure,
+            Outcome::Failed(GatewayError::Reset) => RetryCause::Reset,
+            Outcome::Failed(GatewayError::Timeout) => RetryCause::Timeout,
+            Outcome::Failed(GatewayError::Protocol) => RetryCause::ProtocolError,
+            Outcome::Response {
+                grpc_status: Some(code),
+                ..
+            } if *code != 0 => RetryCause::GrpcStatus,
+            Outcome::Response { .. } => RetryCause::Status,
+        }
+    }
+
+    /// The label: `connect_failure`, `reset`, `timeout`, `protocol_error`, `status`,
+    /// `grpc_status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryCause::ConnectFailure => "connect_failure",
+            RetryCause::Reset => "reset",
+            RetryCause::Timeout => "timeout",
+            RetryCause::ProtocolError => "protocol_error",
+            RetryCause::Status => "status",
+            RetryCause::GrpcStatus => "grpc_status",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +163,8 @@ mod tests {
         let busy = Outcome::response(http::StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new());
         assert!(busy.is(FailureKind::ServerError) && busy.matches(&[], &[503], &[]));
         assert!(busy.is_server_error() && !busy.is_gateway_error());
+        assert_eq!(RetryCause::of(&busy), RetryCause::Status);
+        assert_eq!(RetryCause::of(&unavailable), RetryCause::GrpcStatus);
+        assert_eq!(RetryCause::of(&reset).as_str(), "reset");
     }
 }
