@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod listener;

@@ -54,7 +54,7 @@ pub struct Registry {
     concurrency: Mutex<HashMap<(String, u32), Arc<ConcurrencyLimit>>>,
     stats: Mutex<HashMap<String, Arc<PolicyStats>>>,
     hasher: KeyHasher,
-    epoch: Instant,
+    epoch: crate::clock::Epoch,
 }
 
 impl Default for Registry {
@@ -71,7 +71,7 @@ impl Registry {
             stats: Mutex::new(HashMap::new()),
             // A per-process secret seed: clients cannot craft colliding keys.
             hasher: KeyHasher::new([rand::random(), rand::random()]),
-            epoch: Instant::now(),
+            epoch: crate::clock::Epoch::start(),
         }
     }
 
@@ -96,7 +96,7 @@ impl Registry {
     }
 
     fn now(&self) -> Nanos {
-        Nanos::from_duration(Instant::now().saturating_duration_since(self.epoch))
+        self.epoch.now()
     }
 }
 

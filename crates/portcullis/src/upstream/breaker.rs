@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use portcullis_limits::{Admission, Breaker, BreakerState, Nanos};
-use tokio::time::Instant;
 
 use super::outcome::Outcome;
 use crate::config::schema::{CircuitBreakerConfig, FailureKind};
@@ -35,7 +34,7 @@ pub struct BreakerStats {
 pub struct CircuitBreaker {
     /// What the breaker guards, for logs: `route "r" → upstream "u"` or `endpoint 1.2.3.4:80`.
     label: Arc<str>,
-    epoch: Instant,
+    epoch: crate::clock::Epoch,
     gate: AtomicU64,
     /// An operator's override (`Forced`), read before the gate.
     forced: AtomicU8,
@@ -51,7 +50,7 @@ impl CircuitBreaker {
     pub fn new(cfg: &CircuitBreakerConfig, label: impl Into<Arc<str>>) -> Result<Self, String> {
         Ok(Self {
             label: label.into(),
-            epoch: Instant::now(),
+            epoch: crate::clock::Epoch::start(),
             gate: AtomicU64::new(GATE_CLOSED),
             forced: AtomicU8::new(Forced::None as u8),
             inner: Mutex::new(Breaker::new(breaker_config(cfg))?),
@@ -187,7 +186,7 @@ impl CircuitBreaker {
     }
 
     fn now(&self) -> Nanos {
-        Nanos::from_duration(Instant::now().saturating_duration_since(self.epoch))
+        self.epoch.now()
     }
 
     fn lock(&self) -> MutexGuard<'_, Breaker> {

@@ -130,7 +130,7 @@ pub struct Upstream {
     /// Adaptive concurrency limit with a priority queue (`load_shedding`).
     pub shedder: Option<shed::Shedder>,
     /// The clock origin of `retry_budget`.
-    epoch: tokio::time::Instant,
+    epoch: crate::clock::Epoch,
     /// Passive outlier detection, when configured.
     outlier: Option<outlier::Detector>,
     /// All current endpoints (in rotation or not), sorted by address.
@@ -224,7 +224,7 @@ impl Upstream {
                 retry_budget,
                 retries: Default::default(),
                 shedder,
-                epoch: tokio::time::Instant::now(),
+                epoch: crate::clock::Epoch::start(),
                 hash_key: config.load_balancer.hash_key.clone(),
                 policy,
                 specs,
@@ -309,9 +309,7 @@ impl Upstream {
     }
 
     fn now(&self) -> portcullis_limits::Nanos {
-        portcullis_limits::Nanos::from_duration(
-            tokio::time::Instant::now().saturating_duration_since(self.epoch),
-        )
+        self.epoch.now()
     }
 
     /// Picks an endpoint for one attempt; `hash` is the request's key hash for consistent

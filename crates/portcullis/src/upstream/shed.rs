@@ -96,7 +96,7 @@ pub struct Shedder {
 #[derive(Debug)]
 struct Shared {
     limit: Arc<AdaptiveLimit>,
-    epoch: Instant,
+    epoch: crate::clock::Epoch,
     queue_size: usize,
     queue: Mutex<Queue>,
     /// `queue.len`, readable without the lock (written only under it).
@@ -143,7 +143,7 @@ impl Shedder {
         Ok(Shedder {
             shared: Arc::new(Shared {
                 limit,
-                epoch: Instant::now(),
+                epoch: crate::clock::Epoch::start(),
                 queue_size: usize::try_from(cfg.queue_size).unwrap_or(usize::MAX),
                 queue: Mutex::new(Queue::default()),
                 queued: AtomicUsize::new(0),
@@ -341,7 +341,7 @@ impl Shared {
     }
 
     fn now(&self) -> Nanos {
-        Nanos::from_duration(Instant::now().saturating_duration_since(self.epoch))
+        self.epoch.now()
     }
 }
 
