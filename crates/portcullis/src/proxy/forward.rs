@@ -479,7 +479,7 @@ fn pick(
     match picked {
         Some(picked) => Ok(picked),
         // Every endpoint in rotation has its breaker open: answer as the breakers would.
-        None if per_endpoint && upstream.pick(hash).is_some() => {
+        None if per_endpoint && upstream.has_rotation() => {
             let after = upstream.endpoint_breakers_retry_after();
             Err(ProxyError::retry_after(ErrorKind::CircuitOpen, after))
         }

@@ -443,6 +443,11 @@ impl Upstream {
         }
     }
 
+    /// Whether any endpoint is in rotation (healthy, not ejected), without picking one.
+    pub fn has_rotation(&self) -> bool {
+        !self.balancer.load().endpoints().is_empty()
+    }
+
     /// A snapshot of the current endpoints, in rotation or not, sorted by address.
     pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
         self.endpoints.load().as_ref().clone()
