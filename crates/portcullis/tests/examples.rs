@@ -95,11 +95,11 @@ async fn get(client: &TestClient, url: &str) -> TestResponse {
         .unwrap_or_else(|_| panic!("GET {url}: no response within {WAIT:?}"))
 }
 
-/// The curl lines at the top of `quickstart.yaml`, and the comments on its routes.
-async fn quickstart(text: &str) {
-    let public = free_addr();
-    let demo = free_addr();
-    let admin = free_addr();
+/// Starts an example whose public listener, `demo-origin` listener and admin listener take
+/// their addresses from `PORTCULLIS_PUBLIC_ADDR`, `PORTCULLIS_DEMO_ADDR` and
+/// `PORTCULLIS_ADMIN_ADDR`, and checks each came up where it was told.
+async fn start_with_demo_origin(text: &str) -> TestGateway {
+    let (public, demo, admin) = (free_addr(), free_addr(), free_addr());
     let gw = start_example(
         text,
         &[
@@ -112,6 +112,13 @@ async fn quickstart(text: &str) {
     assert_eq!(gw.addr("public"), public);
     assert_eq!(gw.addr("demo-origin"), demo);
     assert_eq!(gw.admin_addr(), admin);
+    gw
+}
+
+/// The curl lines at the top of `quickstart.yaml`, and the comments on its routes.
+async fn quickstart(text: &str) {
+    let gw = start_with_demo_origin(text).await;
+    let public = gw.addr("public");
     let client = TestClient::http1();
     let url = |path: &str| gw.url("public", path);
 
@@ -216,21 +223,7 @@ fn assert_refused_by(resp: &TestResponse, policy: &str) -> u64 {
 
 /// What the comments of `rate-limits.yaml` promise.
 async fn rate_limits(text: &str) {
-    let public = free_addr();
-    let demo = free_addr();
-    let admin = free_addr();
-    let gw = start_example(
-        text,
-        &[
-            ("PORTCULLIS_PUBLIC_ADDR", public),
-            ("PORTCULLIS_DEMO_ADDR", demo),
-            ("PORTCULLIS_ADMIN_ADDR", admin),
-        ],
-    )
-    .await;
-    assert_eq!(gw.addr("public"), public);
-    assert_eq!(gw.addr("demo-origin"), demo);
-    assert_eq!(gw.admin_addr(), admin);
+    let gw = start_with_demo_origin(text).await;
     let client = TestClient::http1();
     let url = |path: &str| gw.url("public", path);
     // Each step plays clients of its own networks, and sends an API key of its own except
