@@ -30,7 +30,7 @@ use crate::upstream::breaker::BreakerTicket;
 use crate::upstream::client::UpstreamResponse;
 use crate::upstream::h1pool::PooledConn;
 use crate::upstream::outcome::{GatewayError, Outcome};
-use crate::upstream::overflow::RequestSlot;
+use crate::upstream::overflow::Held;
 use crate::upstream::shed;
 use crate::upstream::{lb, Endpoint, Picked, Upstream};
 
@@ -427,7 +427,7 @@ fn admit<'u>(
     route: &Route,
     hash: Option<u64>,
     tried: &[Arc<Endpoint>],
-) -> Result<(Picked, Option<BreakerTicket>, RequestSlot<'u>), ProxyError> {
+) -> Result<(Picked, Option<BreakerTicket>, Held<'u>), ProxyError> {
     // Endpoints whose own breaker refused this request (half-open with every probe slot
     // taken): another endpoint is picked instead.
     let mut refused: Vec<Arc<Endpoint>> = Vec::new();

@@ -69,27 +69,26 @@ pub struct Thresholds {
     pub overflowed: AtomicU64,
 }
 
-/// Which cap a unit was taken from; the unit goes back when this is dropped.
+/// A unit of a cap, borrowed for as long as the caller's scope holds it (a request's attempt,
+/// a connect in progress); given back when dropped.
 #[derive(Debug)]
-pub struct Slot {
-    thresholds: Arc<Thresholds>,
-    which: Which,
-}
+pub struct Held<'a>(&'a Gauge);
 
-/// A request slot; given back when dropped.
-#[derive(Debug)]
-pub struct RequestSlot<'a>(&'a Gauge);
-
-impl Drop for RequestSlot<'_> {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
         self.0.give();
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Which {
-    Connection,
-    Pending,
+/// An open connection's unit of `max_connections`, owned by the connection's task; given
+/// back when dropped (the connection closed).
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Thresholds>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.give();
+    }
 }
 
 impl Thresholds {
@@ -102,50 +101,32 @@ impl Thresholds {
         })
     }
 
-    /// A request in flight to the upstream (each attempt holds one). Borrowed, not counted
-    /// through an `Arc`: this is on every request's path.
-    pub fn request(&self) -> Result<RequestSlot<'_>, ProxyError> {
-        if self.requests.try_take() {
-            Ok(RequestSlot(&self.requests))
-        } else {
-            self.overflowed.fetch_add(1, Ordering::Relaxed);
-            Err(ProxyError::new(ErrorKind::UpstreamOverflow))
-        }
+    /// A request in flight to the upstream (each attempt holds one until its response head).
+    pub fn request(&self) -> Result<Held<'_>, ProxyError> {
+        self.hold(&self.requests)
     }
 
     /// A request waiting for a new connection to open.
-    pub fn pending(self: &Arc<Self>) -> Result<Slot, ProxyError> {
-        self.take(Which::Pending)
+    pub fn pending(&self) -> Result<Held<'_>, ProxyError> {
+        self.hold(&self.pending)
     }
 
     /// An open connection (held by the connection's task until it closes).
-    pub fn connection(self: &Arc<Self>) -> Result<Slot, ProxyError> {
-        self.take(Which::Connection)
+    pub fn connection(self: &Arc<Self>) -> Result<OpenConnection, ProxyError> {
+        let held = self.hold(&self.connections)?;
+        // The unit now belongs to the connection, which gives it back when it closes.
+        std::mem::forget(held);
+        Ok(OpenConnection(Arc::clone(self)))
     }
 
-    fn gauge(&self, which: Which) -> &Gauge {
-        match which {
-            Which::Connection => &self.connections,
-            Which::Pending => &self.pending,
-        }
-    }
-
-    fn take(self: &Arc<Self>, which: Which) -> Result<Slot, ProxyError> {
-        if self.gauge(which).try_take() {
-            Ok(Slot {
-                thresholds: Arc::clone(self),
-                which,
-            })
+    /// One unit of `gauge` if its cap allows; otherwise the refusal is counted.
+    fn hold<'a>(&'a self, gauge: &'a Gauge) -> Result<Held<'a>, ProxyError> {
+        if gauge.try_take() {
+            Ok(Held(gauge))
         } else {
             self.overflowed.fetch_add(1, Ordering::Relaxed);
             Err(ProxyError::new(ErrorKind::UpstreamOverflow))
         }
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.thresholds.gauge(self.which).give();
     }
 }
 
