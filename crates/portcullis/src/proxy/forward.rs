@@ -315,24 +315,25 @@ pub async fn forward(
 
         // A retry the route's breaker (now open) or the upstream's request cap would refuse
         // is not tried: the client is better served by this attempt's own answer.
-        let wanted = match (retry, &outcome) {
-            (Some(policy), Some(outcome)) if !last => {
-                policy.retries(outcome)
+        let wanted = match (retry, outcome) {
+            (Some(policy), Some(cause))
+                if !last
+                    && policy.retries(&cause)
                     && !route.breaker.as_ref().is_some_and(|b| b.is_open())
-                    && !upstream.thresholds.requests.is_full()
+                    && !upstream.thresholds.requests.is_full() =>
+            {
+                Some((policy, cause))
             }
-            _ => false,
+            _ => None,
         };
-        if wanted {
-            if let Some(delay) = retry_delay(retry, attempt, &result, deadline) {
+        if let Some((policy, cause)) = wanted {
+            if let Some(delay) = retry_delay(policy, attempt, &result, deadline) {
                 if upstream.withdraw_retry() {
-                    if let Some(outcome) = &outcome {
-                        upstream.count_retry(outcome);
-                    }
+                    upstream.count_retry(&cause);
                     tracing::debug!(
                         route = %route.name, upstream = %upstream.name,
                         endpoint = %picked.endpoint.addr, attempt = attempt + 1,
-                        outcome = ?outcome, ?delay, "retrying"
+                        outcome = ?cause, ?delay, "retrying"
                     );
                     tried.push(Arc::clone(&picked.endpoint));
                     // Boxed: retries are rare, and inline it would enlarge every request's future.
@@ -491,12 +492,11 @@ fn pick(
 /// upstream asked (Retry-After) for longer than the policy accepts, or the wait would not
 /// end before the deadline.
 fn retry_delay(
-    retry: Option<&RetryPolicy>,
+    policy: &RetryPolicy,
     attempt: u32,
     result: &Result<UpstreamResponse, ProxyError>,
     deadline: Deadline,
 ) -> Option<Duration> {
-    let policy = retry?;
     let response = result.as_ref().ok().map(|(resp, _)| resp.headers());
     let delay = policy.delay(attempt, response)?;
     (Instant::now() + delay < deadline.at).then_some(delay)
