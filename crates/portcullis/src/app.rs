@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::policy::ratelimit::Registry;
 use crate::runtime::Runtime;
+use crate::telemetry::Telemetry;
 use crate::{admin, listener};
 
 /// Grace period after a forced close for tasks to notice it.
@@ -33,6 +34,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Rate-limit counters, kept across reloads for unchanged policies.
     pub rate_limits: Registry,
+    /// Metrics, access log and tracer: one set per process.
+    pub telemetry: Telemetry,
 }
 
 /// A running gateway (in this process).
@@ -53,6 +56,7 @@ impl Gateway {
     /// the current tokio runtime. Port 0 in an address binds a free port (see `listener_addr`).
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
         let rate_limits = Registry::new();
+        let telemetry = Telemetry::from_config(&config.telemetry).context("starting telemetry")?;
         let runtime = Runtime::compile(&config, &rate_limits).context("compiling config")?;
         for upstream in &runtime.upstreams {
             if let Err(err) = upstream.resolve().await {
@@ -87,6 +91,7 @@ impl Gateway {
             force_close: CancellationToken::new(),
             ready: AtomicBool::new(false),
             rate_limits,
+            telemetry,
         });
 
         let mut listeners = Vec::with_capacity(bound.len());

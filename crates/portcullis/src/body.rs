@@ -3,7 +3,7 @@
 //! bodies carry a stream idle timeout (`IdleWatch`) that cuts them when they stall.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -139,8 +139,17 @@ pub struct LimitedIncoming {
     inner: Incoming,
     remaining: u64,
     limit: u64,
-    fault: Arc<AtomicU8>,
+    progress: Arc<Progress>,
     idle: IdleWatch,
+}
+
+/// What a `LimitedIncoming` has seen, shared with the sender and the request's record.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// A `fault` constant: why the body failed on the gateway's side, if it did.
+    pub fault: AtomicU8,
+    /// Bytes received from the client so far.
+    pub received: AtomicU64,
 }
 
 /// Why a `LimitedIncoming` failed on the gateway's side (see `LimitedIncoming::fault`).
@@ -159,17 +168,18 @@ impl LimitedIncoming {
             inner,
             remaining: limit,
             limit,
-            fault: Arc::new(AtomicU8::new(fault::NONE)),
+            progress: Arc::new(Progress::default()),
             idle: IdleWatch::OFF,
         }
     }
 
-    /// Set (to a `fault` constant) when the body fails on the gateway's side: too large or
-    /// stalled. The sender keeps it: how the body error surfaces from the upstream client
-    /// depends on the protocol (over HTTP/2 it becomes a stream reset that no longer carries
-    /// the cause), and either way it is the client's fault, not the upstream's.
-    pub fn fault(&self) -> Arc<AtomicU8> {
-        Arc::clone(&self.fault)
+    /// The body's progress. `fault` is set (to a `fault` constant) when the body fails on
+    /// the gateway's side: too large or stalled. The sender keeps it: how the body error
+    /// surfaces from the upstream client depends on the protocol (over HTTP/2 it becomes a
+    /// stream reset that no longer carries the cause), and either way it is the client's
+    /// fault, not the upstream's. `received` counts the bytes for telemetry.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -179,12 +189,15 @@ impl LimitedIncoming {
                     let len = data.len() as u64;
                     if len > self.remaining {
                         self.remaining = 0;
-                        self.fault.store(fault::TOO_LARGE, Ordering::Relaxed);
+                        self.progress
+                            .fault
+                            .store(fault::TOO_LARGE, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
                             limit: self.limit,
                         }))));
                     }
                     self.remaining -= len;
+                    self.progress.received.fetch_add(len, Ordering::Relaxed);
                 }
                 self.idle.moved();
                 Poll::Ready(Some(Ok(frame)))
@@ -196,7 +209,7 @@ impl LimitedIncoming {
                     return Poll::Pending;
                 }
                 let cut = self.idle.cut(Side::Downstream);
-                self.fault.store(fault::STALLED, Ordering::Relaxed);
+                self.progress.fault.store(fault::STALLED, Ordering::Relaxed);
                 tracing::debug!(
                     timeout = ?cut.timeout,
                     "stream idle timeout: the client's request body stalled; cut"

@@ -15,4 +15,5 @@ pub mod proxy;
 pub mod reason;
 pub mod router;
 pub mod runtime;
+pub mod telemetry;
 pub mod upstream;

@@ -22,3 +22,34 @@ pub const UPSTREAM_OVERFLOW: &str = "upstream_overflow";
 pub const SHED: &str = "shed";
 pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 pub const REQUEST_TIMEOUT: &str = "request_timeout";
+
+/// Every reason, for turning a gateway-made response's header back into its constant.
+pub const ALL: &[&str] = &[
+    NO_ROUTE,
+    UPSTREAM_CONNECT_FAILED,
+    UPSTREAM_TIMEOUT,
+    UPSTREAM_RESET,
+    UPSTREAM_PROTOCOL_ERROR,
+    NO_HEALTHY_UPSTREAM,
+    REQUEST_BODY_TOO_LARGE,
+    BAD_REQUEST,
+    DOWNSTREAM_ABORTED,
+    INTERNAL_ERROR,
+    DIRECT_RESPONSE,
+    REDIRECT,
+    RATE_LIMITED,
+    CIRCUIT_OPEN,
+    UPSTREAM_OVERFLOW,
+    SHED,
+    DEADLINE_EXCEEDED,
+    REQUEST_TIMEOUT,
+];
+
+/// The constant for a reason header the gateway itself wrote (`""` when it is none of ours).
+pub fn of_header(value: Option<&http::HeaderValue>) -> &'static str {
+    let Some(value) = value else { return "" };
+    ALL.iter()
+        .find(|r| r.as_bytes() == value.as_bytes())
+        .copied()
+        .unwrap_or("")
+}

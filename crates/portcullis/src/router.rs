@@ -67,6 +67,9 @@ pub enum Action {
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
+    /// Position in `config.routes` (`Router::route`): what telemetry keeps instead of a
+    /// reference count.
+    pub id: usize,
     pub name: Arc<str>,
     pub action: Action,
     /// Applied in order: rewrite, request headers, response headers.
@@ -267,7 +270,7 @@ impl Router {
                 .map(|n| rate_limit(n).with_context(|| format!("unknown rate limit {n:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()
                 .with_context(|| format!("route {:?}", rc.name))?;
-            let (entry, hosts) = compile_route(config, rc, upstream_index, limits)
+            let (entry, hosts) = compile_route(config, index as usize, rc, upstream_index, limits)
                 .with_context(|| format!("route {:?}", rc.name))?;
             let listeners =
                 listener_indexes(config, rc).with_context(|| format!("route {:?}", rc.name))?;
@@ -287,6 +290,11 @@ impl Router {
             entries,
             tables: builders.into_iter().map(TableBuilder::build).collect(),
         })
+    }
+
+    /// The route with `Route::id` `id`.
+    pub fn route(&self, id: usize) -> Option<&Arc<Route>> {
+        self.entries.get(id).map(|e| &e.route)
     }
 
     /// The route for a request arriving on listener number `listener`, or `None` (404).
@@ -330,6 +338,7 @@ fn listener_indexes(config: &Config, rc: &RouteConfig) -> anyhow::Result<Option<
 
 fn compile_route(
     config: &Config,
+    id: usize,
     rc: &RouteConfig,
     upstream_index: &dyn Fn(&str) -> Option<usize>,
     rate_limits: Vec<Arc<RateLimiter>>,
@@ -373,6 +382,7 @@ fn compile_route(
         _ => None,
     };
     let route = Route {
+        id,
         name: rc.name.as_str().into(),
         action,
         policies,

@@ -10,8 +10,14 @@ use bytesize::ByteSize;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod access_log;
 mod protection;
+mod telemetry;
+mod traces;
+pub use access_log::*;
 pub use protection::*;
+pub use telemetry::*;
+pub use traces::*;
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -38,6 +44,9 @@ pub struct Config {
     /// What routes get when they do not say otherwise.
     #[serde(default)]
     pub defaults: DefaultsConfig,
+    /// Metrics, traces and access logs (`docs/observability.md`).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// Settings applied to every route that does not set its own.

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::telemetry::RateLimitAction;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode};
@@ -266,6 +267,18 @@ pub struct RateLimitState {
     pub permits: Vec<Permit>,
     /// The policy that refused the request, for logs.
     pub denied_by: Option<Arc<str>>,
+    /// The policy that did more than allow the request (refused, delayed it longest, or
+    /// would have refused it in shadow mode), for the access log and the span.
+    pub acted: Option<(Arc<str>, RateLimitAction)>,
+}
+
+impl RateLimitState {
+    /// A shadow refusal is noted unless an enforced policy already acted.
+    fn acted_shadow(&mut self, limiter: &RateLimiter) {
+        if self.acted.is_none() {
+            self.acted = Some((limiter.name.clone(), RateLimitAction::ShadowDenied));
+        }
+    }
 }
 
 /// What the limits are asked about: the request and what the gateway knows of it.
@@ -321,9 +334,13 @@ pub fn check(
                 None if limiter.enforce => {
                     stats.denied.fetch_add(1, Ordering::Relaxed);
                     state.denied_by = Some(limiter.name.clone());
+                    state.acted = Some((limiter.name.clone(), RateLimitAction::Denied));
                     return Verdict::Refuse(refusal(limiter, None, request_id));
                 }
-                None => shadow_denied(limiter, None),
+                None => {
+                    shadow_denied(limiter, None);
+                    state.acted_shadow(limiter);
+                }
             },
             Kind::Rate { store, .. } => {
                 let mut key = KeyBuf::default();
@@ -342,6 +359,10 @@ pub fn check(
                     Outcome::Allowed | Outcome::Delayed(_) => {
                         if let Outcome::Delayed(d) = decision.outcome {
                             stats.delayed.fetch_add(1, Ordering::Relaxed);
+                            if d > delay {
+                                state.acted =
+                                    Some((limiter.name.clone(), RateLimitAction::Delayed));
+                            }
                             delay = delay.max(d);
                         } else {
                             stats.allowed.fetch_add(1, Ordering::Relaxed);
@@ -353,10 +374,12 @@ pub fn check(
                     Outcome::Denied | Outcome::CostExceedsLimit if limiter.enforce => {
                         stats.denied.fetch_add(1, Ordering::Relaxed);
                         state.denied_by = Some(limiter.name.clone());
+                        state.acted = Some((limiter.name.clone(), RateLimitAction::Denied));
                         return Verdict::Refuse(refusal(limiter, Some(&decision), request_id));
                     }
                     Outcome::Denied | Outcome::CostExceedsLimit => {
                         shadow_denied(limiter, Some(&decision));
+                        state.acted_shadow(limiter);
                     }
                 }
             }

@@ -26,6 +26,7 @@ use crate::body::{fault, Body, LimitedIncoming};
 use crate::config::schema::HostHeader;
 use crate::error::{ErrorKind, ProxyError};
 use crate::router::Route;
+use crate::telemetry::{BytesIn, Record};
 use crate::upstream::breaker::BreakerTicket;
 use crate::upstream::client::UpstreamResponse;
 use crate::upstream::h1pool::PooledConn;
@@ -91,6 +92,7 @@ pub async fn forward(
     caller: &Caller<'_>,
     mut parts: http::request::Parts,
     body: Incoming,
+    record: &mut Record,
 ) -> Result<Response<Body>, ProxyError> {
     let started = caller.arrived;
     // Refuse what is known to be too large before touching the upstream.
@@ -181,7 +183,10 @@ pub async fn forward(
         if len <= policy.max_body {
             let read = tokio::time::timeout_at(deadline.at, retry::keep(body)).await;
             match read {
-                Ok(Ok(bytes)) => RequestBody::Kept(bytes),
+                Ok(Ok(bytes)) => {
+                    record.bytes_in = BytesIn::Known(bytes.len() as u64);
+                    RequestBody::Kept(bytes)
+                }
                 // Reading the client's body failed: its framing (400) or it went away (499).
                 Ok(Err(err)) => {
                     let kind = if err.is_parse() {
@@ -223,6 +228,8 @@ pub async fn forward(
         if let Some(previous) = previous.take() {
             previous.discard();
         }
+        record.attempts = attempt + 1;
+        record.endpoint = Some(picked.endpoint.addr);
         if attempt == 0 && attempts > 1 {
             upstream.deposit_request(); // an original request that may be retried
         }
@@ -269,7 +276,9 @@ pub async fn forward(
                     return Err(ProxyError::new(ErrorKind::Internal));
                 };
                 let limited = LimitedIncoming::new(stream, route.max_request_body);
-                body_fault = Some(limited.fault());
+                let progress = limited.progress();
+                record.bytes_in = BytesIn::Counted(Arc::clone(&progress));
+                body_fault = Some(progress);
                 Body::Limited(limited).with_idle_timeout(route.stream_idle_timeout)
             }
         };
@@ -288,9 +297,9 @@ pub async fn forward(
             Ok(Err(err))
                 if body_fault
                     .as_ref()
-                    .is_some_and(|f| f.load(Ordering::Relaxed) != fault::NONE) =>
+                    .is_some_and(|p| p.fault.load(Ordering::Relaxed) != fault::NONE) =>
             {
-                let kind = match body_fault.map(|f| f.load(Ordering::Relaxed)) {
+                let kind = match body_fault.map(|p| p.fault.load(Ordering::Relaxed)) {
                     Some(fault::TOO_LARGE) => ErrorKind::RequestBodyTooLarge,
                     _ => ErrorKind::RequestTimeout,
                 };

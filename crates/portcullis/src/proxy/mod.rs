@@ -26,6 +26,7 @@ use crate::policy::Flow;
 use crate::reason;
 use crate::router::{Action, Redirect};
 use crate::runtime::Runtime;
+use crate::telemetry::{Head, ObservedBody, Record};
 
 /// One downstream connection, shared by the requests it carries.
 #[derive(Debug)]
@@ -59,32 +60,43 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Serves one request. Never fails: every error becomes a response with a reason.
+/// Serves one request. Never fails: every error becomes a response with a reason. The
+/// response body carries the request's telemetry record to the end (`ObservedBody`).
 pub async fn handle(
     ds: Arc<Downstream>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<ObservedBody>, Infallible> {
     let arrived = tokio::time::Instant::now();
     let _in_flight = InFlight::enter(&ds.in_flight);
     let runtime = ds.shared.runtime.load_full();
     let (mut parts, body) = req.into_parts();
     let request_id = headers::ensure_request_id(&mut parts.headers);
+    let telemetry = &ds.shared.telemetry;
+    let mut record = Record::new(arrived, &ds);
+    if telemetry.wants_head() {
+        record.request_id = Some(request_id.clone());
+        record.head = Some(Head::of(&parts));
+        if let Some(tracer) = &telemetry.tracer {
+            record.span = tracer.start(&parts);
+        }
+    }
 
     let mut limits = RateLimitState::default();
     let mut resp = match process(
         &runtime,
         &ds,
-        arrived,
         parts,
         body,
         &request_id,
         &mut limits,
+        &mut record,
     )
     .await
     {
         Ok(resp) => resp,
         Err(err) => {
             log_error(&err, &ds, &request_id);
+            record.reason = err.status_and_reason().1;
             error_response(&err, &request_id)
         }
     };
@@ -94,17 +106,22 @@ pub async fn handle(
         ratelimit::add_allowed_headers(resp.headers_mut(), applied);
     }
     resp.headers_mut().insert(headers::REQUEST_ID, request_id);
-    Ok(resp)
+    if !telemetry.observes() {
+        return Ok(resp.map(ObservedBody::plain));
+    }
+    record.status = resp.status();
+    record.rate_limit = limits.acted.take();
+    Ok(resp.map(|body| ObservedBody::observed(body, ds.clone(), runtime, record)))
 }
 
 async fn process(
     runtime: &Runtime,
     ds: &Downstream,
-    arrived: tokio::time::Instant,
     mut parts: http::request::Parts,
     body: Incoming,
     request_id: &HeaderValue,
     limits: &mut RateLimitState,
+    record: &mut Record,
 ) -> Result<Response<Body>, ProxyError> {
     // 1. The request must be one we can route at all.
     if parts.method == Method::CONNECT {
@@ -112,6 +129,7 @@ async fn process(
     }
     let listener = &runtime.listeners[ds.listener];
     let client_ip = headers::client_ip(&parts.headers, ds.peer, &listener.trusted_proxies);
+    record.client_ip = Some(client_ip);
     let registry = &ds.shared.rate_limits;
 
     // 2. The listener's rate limits, before any routing work.
@@ -125,6 +143,7 @@ async fn process(
         };
         let verdict = ratelimit::check(&listener.rate_limits, registry, &ask, limits);
         if let Some(refusal) = wait_or_refuse(verdict).await {
+            record.reason = reason::RATE_LIMITED;
             return Ok(refusal);
         }
     }
@@ -135,6 +154,7 @@ async fn process(
         .router
         .find(ds.listener, &parts)
         .ok_or_else(|| ProxyError::new(ErrorKind::NoRoute))?;
+    record.route = Some(route.id);
 
     // 4. The route's rate limits, then its other policies on the request.
     if !route.rate_limits.is_empty() {
@@ -147,11 +167,13 @@ async fn process(
         };
         let verdict = ratelimit::check(&route.rate_limits, registry, &ask, limits);
         if let Some(refusal) = wait_or_refuse(verdict).await {
+            record.reason = reason::RATE_LIMITED;
             return Ok(refusal);
         }
     }
     for policy in &route.policies {
         if let Flow::Respond(resp) = policy.on_request(&mut parts) {
+            record.reason = reason::of_header(resp.headers().get(reason::HEADER));
             return Ok(resp);
         }
     }
@@ -159,6 +181,7 @@ async fn process(
     // 5. The route's action.
     let resp = match &route.action {
         Action::Proxy { upstream } => {
+            record.upstream = Some(*upstream);
             let upstream = runtime
                 .upstreams
                 .get(*upstream)
@@ -166,16 +189,22 @@ async fn process(
             let caller = forward::Caller {
                 ip: client_ip,
                 trusted: &listener.trusted_proxies,
-                arrived,
+                arrived: record.arrived,
             };
-            forward::forward(ds, route, upstream, &caller, parts, body).await?
+            forward::forward(ds, route, upstream, &caller, parts, body, record).await?
         }
         Action::Respond {
             status,
             headers,
             body,
-        } => direct_response(*status, headers, body.clone()),
-        Action::Redirect(redirect) => redirect_response(redirect, &parts, ds.scheme),
+        } => {
+            record.reason = reason::DIRECT_RESPONSE;
+            direct_response(*status, headers, body.clone())
+        }
+        Action::Redirect(redirect) => {
+            record.reason = reason::REDIRECT;
+            redirect_response(redirect, &parts, ds.scheme)
+        }
     };
 
     // 6. Policies on the response.

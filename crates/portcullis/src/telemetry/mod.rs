@@ -1,0 +1,312 @@
+//! Telemetry: what happened to one request (`Record`), filled in along the pipeline, and its
+//! emission exactly once (`ObservedBody`): metrics, the access log line and the span end when
+//! the response body has been sent, or dropped because the client went away.
+//!
+//! The sinks live in `Telemetry` (one per process, in `app::Shared`). A sink that is not
+//! configured costs a branch: no head is copied, no wall clock read, no span started.
+
+pub mod access_log;
+pub mod metrics;
+pub mod trace;
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::time::Instant;
+
+use crate::body::{Body, BoxError, Progress};
+use crate::config::schema::TelemetryConfig;
+use crate::proxy::Downstream;
+use crate::runtime::Runtime;
+
+/// The process's telemetry sinks.
+#[derive(Debug)]
+pub struct Telemetry {
+    pub metrics: Option<metrics::Metrics>,
+    pub access_log: Option<access_log::AccessLog>,
+    pub tracer: Option<trace::Tracer>,
+}
+
+impl Telemetry {
+    /// Builds the sinks `config` turns on. Must run inside the tokio runtime (exporters and
+    /// writers start their background work here).
+    pub fn from_config(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
+        Ok(Telemetry {
+            metrics: metrics::Metrics::from_config(&config.metrics)?,
+            access_log: access_log::AccessLog::from_config(&config.access_log)?,
+            tracer: trace::Tracer::from_config(&config.tracing)?,
+        })
+    }
+
+    /// No sink at all: requests skip the record entirely.
+    pub fn off() -> Telemetry {
+        Telemetry {
+            metrics: None,
+            access_log: None,
+            tracer: None,
+        }
+    }
+
+    /// Whether any sink wants to hear about requests.
+    pub fn observes(&self) -> bool {
+        self.metrics.is_some() || self.access_log.is_some() || self.tracer.is_some()
+    }
+
+    /// Whether a sink needs the request's method, URI, host and version.
+    pub fn wants_head(&self) -> bool {
+        self.access_log.is_some() || self.tracer.is_some()
+    }
+
+    /// Emits one finished request to every sink.
+    fn finish(&self, runtime: &Runtime, record: &mut Record, end: &BodyEnd) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record(runtime, record, end);
+        }
+        if let Some(log) = &self.access_log {
+            log.record(runtime, record, end);
+        }
+        if let Some(tracer) = &self.tracer {
+            tracer.finish(runtime, record, end);
+        }
+    }
+}
+
+/// The request as it arrived (before path normalisation), kept only when a sink needs it.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub host: Option<HeaderValue>,
+    pub version: Version,
+    pub user_agent: Option<HeaderValue>,
+}
+
+impl Head {
+    pub fn of(parts: &http::request::Parts) -> Head {
+        Head {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            host: parts.headers.get(http::header::HOST).cloned(),
+            version: parts.version,
+            user_agent: parts.headers.get(http::header::USER_AGENT).cloned(),
+        }
+    }
+
+    /// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`.
+    pub fn host(&self) -> Option<&str> {
+        self.uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok()))
+    }
+}
+
+/// What a rate limit did to a request, when it did more than allow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitAction {
+    Denied,
+    Delayed,
+    /// A shadow-mode policy would have refused it.
+    ShadowDenied,
+}
+
+impl RateLimitAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateLimitAction::Denied => "denied",
+            RateLimitAction::Delayed => "delayed",
+            RateLimitAction::ShadowDenied => "shadow_denied",
+        }
+    }
+}
+
+/// Request body bytes received from the client.
+#[derive(Debug, Default)]
+pub enum BytesIn {
+    /// No body, or one that never reached the upstream.
+    #[default]
+    None,
+    /// Read in full before forwarding (kept for retries).
+    Known(u64),
+    /// Streamed: counted as it passes (`LimitedIncoming`).
+    Counted(Arc<Progress>),
+}
+
+impl BytesIn {
+    pub fn get(&self) -> u64 {
+        match self {
+            BytesIn::None => 0,
+            BytesIn::Known(n) => *n,
+            BytesIn::Counted(p) => p.received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What happened to one request, filled in by `proxy::handle` and `proxy::forward`.
+#[derive(Debug)]
+pub struct Record {
+    /// When the gateway started on the request (latency counts from here).
+    pub arrived: Instant,
+    /// Only when `Telemetry::wants_head`.
+    pub request_id: Option<HeaderValue>,
+    /// Index of the listener in the runtime.
+    pub listener: usize,
+    pub peer: SocketAddr,
+    /// After trusted `X-Forwarded-For`; `None` if the request was refused before that.
+    pub client_ip: Option<IpAddr>,
+    /// Only when `Telemetry::wants_head`.
+    pub head: Option<Head>,
+    /// `Route::id` of the matched route.
+    pub route: Option<usize>,
+    /// Index of the upstream in the runtime.
+    pub upstream: Option<usize>,
+    /// The endpoint whose answer (or failure) the client got.
+    pub endpoint: Option<SocketAddr>,
+    /// Upstream attempts made (0: none).
+    pub attempts: u32,
+    /// Why the gateway answered itself (`reason::*`); empty when the upstream answered.
+    pub reason: &'static str,
+    /// The rate-limit policy that acted on the request, and how.
+    pub rate_limit: Option<(Arc<str>, RateLimitAction)>,
+    /// The response status sent to the client.
+    pub status: StatusCode,
+    pub bytes_in: BytesIn,
+    /// The request's span, when tracing samples it.
+    pub span: Option<trace::RequestSpan>,
+}
+
+impl Record {
+    pub fn new(arrived: Instant, ds: &Downstream) -> Record {
+        Record {
+            arrived,
+            request_id: None,
+            listener: ds.listener,
+            peer: ds.peer,
+            client_ip: None,
+            head: None,
+            route: None,
+            upstream: None,
+            endpoint: None,
+            attempts: 0,
+            reason: "",
+            rate_limit: None,
+            status: StatusCode::OK,
+            bytes_in: BytesIn::None,
+            span: None,
+        }
+    }
+}
+
+/// How the response body ended.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyEnd {
+    /// Response body bytes sent to the client (data frames handed to the connection).
+    pub bytes_out: u64,
+    /// The body reached its end (false: the client went away, or the body failed).
+    pub complete: bool,
+    /// The body failed: the upstream broke off, or the stream idle timeout cut it.
+    pub failed: bool,
+}
+
+/// The response body the client gets: the proxied body, counted, with the request's record;
+/// when it is dropped (sent, failed or abandoned) the record goes to the sinks, once.
+#[derive(Debug)]
+pub struct ObservedBody {
+    body: Body,
+    done: Option<Box<Done>>,
+}
+
+#[derive(Debug)]
+struct Done {
+    ds: Arc<Downstream>,
+    runtime: Arc<Runtime>,
+    record: Record,
+    end: BodyEnd,
+}
+
+impl ObservedBody {
+    /// A body nothing observes (telemetry off, or a response made outside the pipeline).
+    pub fn plain(body: Body) -> Self {
+        Self { body, done: None }
+    }
+
+    /// `body`, reported to `ds.shared.telemetry` with `record` once it ends.
+    pub fn observed(
+        body: Body,
+        ds: Arc<Downstream>,
+        runtime: Arc<Runtime>,
+        record: Record,
+    ) -> Self {
+        let complete = body.is_end_stream();
+        Self {
+            body,
+            done: Some(Box::new(Done {
+                ds,
+                runtime,
+                record,
+                end: BodyEnd {
+                    bytes_out: 0,
+                    complete,
+                    failed: false,
+                },
+            })),
+        }
+    }
+}
+
+impl HttpBody for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(done) = &mut this.done {
+            match &polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        done.end.bytes_out += data.len() as u64;
+                    }
+                }
+                Poll::Ready(Some(Err(_))) => done.end.failed = true,
+                Poll::Ready(None) => done.end.complete = true,
+                Poll::Pending => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        if let Some(mut done) = self.done.take() {
+            if self.body.is_end_stream() && !done.end.failed {
+                done.end.complete = true;
+            }
+            let Done {
+                ds,
+                runtime,
+                record,
+                end,
+            } = &mut *done;
+            ds.shared.telemetry.finish(runtime, record, end);
+        }
+    }
+}
