@@ -115,7 +115,7 @@ measure nginx "$NGINX_PORT" nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'dae
 GW_PORT=$(free_port)
 SCEN_FILE=$BENCH/configs/$SCENARIO.yaml
 [[ -f $SCEN_FILE ]] || die "no scenario $SCEN_FILE"
-render "$SCEN_FILE" "$WORK/gw.yaml" LISTEN_ADDR="$HOST:$GW_PORT" ORIGIN_ADDR="$HOST:$ORIGIN_PORT" ADMIN_ADDR="$HOST:$(free_port)"
+render "$SCEN_FILE" "$WORK/gw.yaml" LISTEN_ADDR="$HOST:$GW_PORT" ORIGIN_ADDR="$HOST:$ORIGIN_PORT" ADMIN_ADDR="$HOST:$(free_port)" WORK_DIR="$WORK"
 RUST_LOG=warn measure portcullis "$GW_PORT" "$BIN" run --config "$WORK/gw.yaml"
 
 awk -v p="${PER[portcullis]}" -v n="${PER[nginx]}" 'BEGIN { printf "\nportcullis / nginx instructions per request: %.2f\n", p / n }'

@@ -474,7 +474,8 @@ if ((RUN_PORTCULLIS)); then
     free_port
     admin_port=$FREE_PORT
     render "$SCENARIO_FILE" "$RUN_DIR/portcullis.yaml" \
-        LISTEN_ADDR="$HOST:$port" ORIGIN_ADDR="$ORIGIN_ADDR" ADMIN_ADDR="$HOST:$admin_port"
+        LISTEN_ADDR="$HOST:$port" ORIGIN_ADDR="$ORIGIN_ADDR" ADMIN_ADDR="$HOST:$admin_port" \
+        WORK_DIR="$RUN_DIR"
     start_portcullis "$PROXY_CPU" "$RUN_DIR/portcullis.yaml" "$port" "$RUN_DIR/portcullis.log"
     pid=$STARTED
     bench_target portcullis "http://$HOST:$port/" "$pid"

@@ -184,6 +184,47 @@ mod tests {
     }
 
     #[test]
+    fn every_reason_is_listed_for_telemetry() {
+        use ErrorKind::*;
+        let kinds = [
+            NoRoute,
+            NoHealthyUpstream,
+            UpstreamConnect,
+            UpstreamTimeout,
+            UpstreamReset,
+            UpstreamProtocol,
+            RequestBodyTooLarge,
+            BadRequest,
+            DownstreamAborted,
+            Internal,
+            CircuitOpen,
+            UpstreamOverflow,
+            Shed,
+            DeadlineExceeded,
+            RequestTimeout,
+        ];
+        for kind in kinds {
+            // A new kind must be added above: the match fails to compile otherwise.
+            match kind {
+                NoRoute | NoHealthyUpstream | UpstreamConnect | UpstreamTimeout | UpstreamReset
+                | UpstreamProtocol | RequestBodyTooLarge | BadRequest | DownstreamAborted
+                | Internal | CircuitOpen | UpstreamOverflow | Shed | DeadlineExceeded
+                | RequestTimeout => {}
+            }
+            let (_, reason) = ProxyError::new(kind).status_and_reason();
+            assert!(
+                crate::reason::ALL.contains(&reason),
+                "{reason} missing from reason::ALL"
+            );
+            let header = http::HeaderValue::from_static(reason);
+            assert_eq!(crate::reason::of_header(Some(&header)), reason);
+        }
+        let foreign = http::HeaderValue::from_static("made_up_by_an_upstream");
+        assert_eq!(crate::reason::of_header(Some(&foreign)), "");
+        assert_eq!(crate::reason::of_header(None), "");
+    }
+
+    #[test]
     fn only_upstream_transport_failures_are_retryable() {
         assert!(ProxyError::new(ErrorKind::UpstreamConnect).is_retryable());
         assert!(!ProxyError::new(ErrorKind::UpstreamTimeout).is_retryable());
