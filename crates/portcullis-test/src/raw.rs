@@ -38,6 +38,21 @@ pub async fn read_until_close(stream: &mut TcpStream, timeout: Duration) -> Vec<
     out
 }
 
+/// Reads (discarding) until the peer closes (true) or `bound` passes (false).
+pub async fn closes_within(stream: &mut TcpStream, bound: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(bound, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// The status code of the first response in raw bytes (`HTTP/1.1 200 OK` → 200).
 pub fn status_of(response: &[u8]) -> Option<u16> {
     let line = response.split(|b| *b == b'\n').next()?;

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use portcullis_test::raw::{self, status_of};
+use portcullis_test::raw::{self, closes_within, status_of};
 use portcullis_test::{Behavior, Origin, TestClient, TestGateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,21 +48,6 @@ routes:
 async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
     let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
     status_of(&raw::send_raw(admin, req.as_bytes(), WAIT).await)
-}
-
-/// Reads until the peer closes (true) or `bound` passes (false).
-async fn closes_within(stream: &mut TcpStream, bound: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    timeout(bound, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use bytes::Bytes;
-use portcullis_test::raw::{self, status_of};
+use portcullis_test::raw::{self, closes_within, status_of};
 use portcullis_test::{Behavior, Origin, TestClient, TestGateway};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -165,21 +165,6 @@ async fn read_response(stream: &mut TcpStream) -> Vec<u8> {
     .await;
     assert!(done.is_ok(), "no complete response within {WAIT:?}");
     out
-}
-
-/// Waits (bounded by `bound`) for the peer to close; true if it did.
-async fn closes_within(stream: &mut TcpStream, bound: Duration) -> bool {
-    let mut buf = [0u8; 1024];
-    timeout(bound, async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
 }
 
 #[tokio::test]
