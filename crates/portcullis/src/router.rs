@@ -34,9 +34,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::config::schema::{
-    BreakerScope, Config, HostHeader, PriorityConfig, RouteAction, RouteConfig,
-};
+use crate::config::schema::{BreakerScope, Config, HostHeader, RouteAction, RouteConfig};
 use crate::policy::headers::HeaderEdits;
 use crate::policy::ratelimit::RateLimiter;
 use crate::policy::rewrite::PathRewriter;
@@ -89,7 +87,7 @@ pub struct Route {
     pub breaker: Option<Arc<CircuitBreaker>>,
     pub retry: Option<RetryPolicy>,
     /// Load-shedding priority, and the header that may override it.
-    pub priority: PriorityConfig,
+    pub priority: crate::upstream::shed::PriorityRule,
 }
 
 /// The compiled routes of a config and one lookup table per listener.
@@ -396,7 +394,7 @@ fn compile_route(
         rate_limit_cost: rc.rate_limit_cost,
         breaker,
         retry: rc.retry.as_ref().map(RetryPolicy::from_config),
-        priority: rc.priority.clone(),
+        priority: crate::upstream::shed::PriorityRule::new(&rc.priority),
     };
     Ok((
         Entry {

@@ -107,7 +107,7 @@ fn route_json(runtime: &Runtime, route: &Route) -> Value {
         "rate_limits": route.rate_limits.iter().map(|l| &*l.name).collect::<Vec<_>>(),
         "priority": {
             "level": route.priority.level,
-            "header": route.priority.header,
+            "header": route.priority.header.as_ref().map(|h| h.as_str()),
         },
         "breaker": breaker,
     })

@@ -467,16 +467,37 @@ impl Drop for ShedPermit {
     }
 }
 
+/// A route's priority rule, compiled: its level, and the header that may override it (the
+/// name parsed once, not per request).
+#[derive(Debug, Clone)]
+pub struct PriorityRule {
+    pub level: Priority,
+    pub header: Option<http::HeaderName>,
+}
+
+impl PriorityRule {
+    /// A header name that does not parse (validation refuses it) leaves only the level.
+    pub fn new(cfg: &PriorityConfig) -> Self {
+        Self {
+            level: cfg.level,
+            header: cfg
+                .header
+                .as_deref()
+                .and_then(|name| http::HeaderName::from_bytes(name.as_bytes()).ok()),
+        }
+    }
+}
+
 /// The request's priority: the route's `priority.level`, overridden by the `priority.header`
 /// header when it has exactly one value that names a priority (`critical`, `normal`,
 /// `sheddable`, ASCII case-insensitive); other values and a repeated header are ignored.
-pub fn priority(cfg: &PriorityConfig, headers: &http::HeaderMap) -> Priority {
-    let Some(name) = cfg.header.as_deref() else {
-        return cfg.level;
+pub fn priority(rule: &PriorityRule, headers: &http::HeaderMap) -> Priority {
+    let Some(name) = &rule.header else {
+        return rule.level;
     };
     let mut values = headers.get_all(name).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
-        return cfg.level;
+        return rule.level;
     };
     let value = value.as_bytes().trim_ascii();
     [
@@ -486,7 +507,7 @@ pub fn priority(cfg: &PriorityConfig, headers: &http::HeaderMap) -> Priority {
     ]
     .into_iter()
     .find(|(name, _)| value.eq_ignore_ascii_case(name))
-    .map_or(cfg.level, |(_, p)| p)
+    .map_or(rule.level, |(_, p)| p)
 }
 
 #[cfg(test)]

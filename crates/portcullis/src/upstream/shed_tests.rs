@@ -293,7 +293,7 @@ fn the_priority_header_overrides_the_level_only_with_a_valid_value() {
         for v in values {
             headers.append("x-priority", http::HeaderValue::from_bytes(v).unwrap());
         }
-        priority(&cfg, &headers)
+        priority(&PriorityRule::new(&cfg), &headers)
     };
     assert_eq!(with(&[]), Normal);
     assert_eq!(with(&[b"critical"]), Critical);
@@ -314,12 +314,15 @@ fn the_priority_header_overrides_the_level_only_with_a_valid_value() {
         level: Sheddable,
         header: None,
     };
-    assert_eq!(priority(&no_header, &headers), Sheddable);
+    assert_eq!(
+        priority(&PriorityRule::new(&no_header), &headers),
+        Sheddable
+    );
     let bad_name = PriorityConfig {
         level: Sheddable,
         header: Some("bad name\n".to_string()),
     };
-    assert_eq!(priority(&bad_name, &headers), Sheddable);
+    assert_eq!(priority(&PriorityRule::new(&bad_name), &headers), Sheddable);
 }
 
 async fn yields(n: usize) {
