@@ -15,10 +15,10 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Version};
 use opentelemetry::propagation::{Injector, TextMapPropagator};
+use opentelemetry::trace::Span as _;
 use opentelemetry::trace::{
     SpanBuilder, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
-use opentelemetry::trace::Span as _;
 use opentelemetry::{Context, InstrumentationScope, KeyValue, Value};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -80,6 +80,8 @@ pub struct Tracer {
     stats: Arc<ExportStats>,
     stop: CancellationToken,
     exporter: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// How long `shutdown` waits for the last exports.
+    flush_timeout: Duration,
 }
 
 /// What a request's span needs to start its attempts' spans.
@@ -121,8 +123,13 @@ impl Tracer {
             .build();
         let stats = Arc::new(ExportStats::default());
         let stop = CancellationToken::new();
-        let (queue, exporter) =
-            export::start(otlp, &config.batch, &resource, Arc::clone(&stats), stop.clone())?;
+        let (queue, exporter) = export::start(
+            otlp,
+            &config.batch,
+            &resource,
+            Arc::clone(&stats),
+            stop.clone(),
+        )?;
         let ratio = Sampler::TraceIdRatioBased(config.sampling_ratio);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(queue)
@@ -142,6 +149,8 @@ impl Tracer {
             stats,
             stop,
             exporter: Mutex::new(Some(exporter)),
+            // The queue may hold several batches; each export is bounded by the timeout.
+            flush_timeout: otlp.timeout.saturating_mul(2),
         }))
     }
 
@@ -160,9 +169,10 @@ impl Tracer {
         self.stats.exported.load(Ordering::Relaxed)
     }
 
-    /// Sends the spans queued now and stops the exporter, waiting at most `timeout`. Spans
-    /// that end later are dropped (and counted).
-    pub async fn shutdown(&self, timeout: Duration) {
+    /// Sends the spans queued now and stops the exporter, waiting at most twice the export
+    /// timeout. Spans that end later are dropped (and counted). Called once drained.
+    pub async fn shutdown(&self) {
+        let timeout = self.flush_timeout;
         self.stop.cancel();
         let exporter = self
             .exporter
@@ -209,9 +219,7 @@ impl RequestSpan {
     /// The request's W3C trace id, sampled or not (for the access log).
     pub fn trace_id(&self) -> Option<[u8; 16]> {
         let context = self.span.span_context();
-        context
-            .is_valid()
-            .then(|| context.trace_id().to_bytes())
+        context.is_valid().then(|| context.trace_id().to_bytes())
     }
 
     /// Whether the request's span is recorded (and will be exported).
@@ -325,14 +333,26 @@ fn server_attributes(span: &mut Span, runtime: &Runtime, record: &Record, end: &
     }
     let client = record.client_ip.unwrap_or(record.peer.ip());
     attributes.push(KeyValue::new(attr::CLIENT_ADDRESS, client.to_string()));
-    attributes.push(KeyValue::new(attr::PEER_ADDRESS, record.peer.ip().to_string()));
-    attributes.push(KeyValue::new(attr::PEER_PORT, i64::from(record.peer.port())));
+    attributes.push(KeyValue::new(
+        attr::PEER_ADDRESS,
+        record.peer.ip().to_string(),
+    ));
+    attributes.push(KeyValue::new(
+        attr::PEER_PORT,
+        i64::from(record.peer.port()),
+    ));
     if let Some(id) = record.request_id.as_ref().and_then(|id| id.to_str().ok()) {
         attributes.push(KeyValue::new(attr::P_REQUEST_ID, id.to_string()));
     }
     if let Some(route) = route {
-        attributes.push(KeyValue::new(attr::ROUTE, Value::from(Arc::clone(&route.name))));
-        attributes.push(KeyValue::new(attr::P_ROUTE, Value::from(Arc::clone(&route.name))));
+        attributes.push(KeyValue::new(
+            attr::ROUTE,
+            Value::from(Arc::clone(&route.name)),
+        ));
+        attributes.push(KeyValue::new(
+            attr::P_ROUTE,
+            Value::from(Arc::clone(&route.name)),
+        ));
     }
     if let Some(upstream) = record.upstream.and_then(|i| runtime.upstreams.get(i)) {
         attributes.push(KeyValue::new(
@@ -360,7 +380,10 @@ fn server_attributes(span: &mut Span, runtime: &Runtime, record: &Record, end: &
         attr::REQUEST_BODY_SIZE,
         record.bytes_in.get() as i64,
     ));
-    attributes.push(KeyValue::new(attr::RESPONSE_BODY_SIZE, end.bytes_out as i64));
+    attributes.push(KeyValue::new(
+        attr::RESPONSE_BODY_SIZE,
+        end.bytes_out as i64,
+    ));
     span.set_attributes(attributes);
 
     // Server spans are errors for 5xx, and for a response that did not reach the client in
@@ -429,7 +452,10 @@ fn protocol_version(version: Version) -> &'static str {
 /// `host[:port]` (or `[v6][:port]`) into the host without brackets and the port.
 fn split_host(authority: &str) -> Option<(String, Option<u16>)> {
     let authority: http::uri::Authority = authority.parse().ok()?;
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     Some((host.to_string(), authority.port_u16()))
 }
 
@@ -461,7 +487,10 @@ mod tests {
 
     #[test]
     fn hosts_split_into_address_and_port() {
-        assert_eq!(split_host("example.com"), Some(("example.com".into(), None)));
+        assert_eq!(
+            split_host("example.com"),
+            Some(("example.com".into(), None))
+        );
         assert_eq!(
             split_host("example.com:8080"),
             Some(("example.com".into(), Some(8080)))
@@ -478,7 +507,10 @@ mod tests {
             failed: false,
         };
         assert_eq!(server_error(StatusCode::OK, "", &done), None);
-        assert_eq!(server_error(StatusCode::NOT_FOUND, reason::NO_ROUTE, &done), None);
+        assert_eq!(
+            server_error(StatusCode::NOT_FOUND, reason::NO_ROUTE, &done),
+            None
+        );
         assert_eq!(
             server_error(StatusCode::BAD_GATEWAY, "", &done).as_deref(),
             Some("502")
@@ -511,7 +543,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(TRACESTATE, HeaderValue::from_static("stale=1"));
         let mut injector = TraceHeaders(&mut headers);
-        injector.set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        injector.set(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        );
         injector.set("tracestate", String::new());
         assert!(headers.get(TRACESTATE).is_none());
         assert_eq!(

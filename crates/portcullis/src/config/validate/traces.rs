@@ -17,7 +17,10 @@ pub(super) fn tracing(config: &Config, p: &mut Problems) {
             p.check(path.clone(), header_name(name));
             // The value is a secret: the message must not repeat it.
             if header_value(value).is_err() {
-                p.push(path, "is not a valid header value (control characters are not allowed)");
+                p.push(
+                    path,
+                    "is not a valid header value (control characters are not allowed)",
+                );
             }
         }
     }
@@ -39,8 +42,18 @@ pub(super) fn tracing(config: &Config, p: &mut Problems) {
         }
     }
     let batch = &t.batch;
-    at_least(p, format!("{PATH}.batch.max_queue_size"), batch.max_queue_size, 1);
-    at_least(p, format!("{PATH}.batch.max_batch_size"), batch.max_batch_size, 1);
+    at_least(
+        p,
+        format!("{PATH}.batch.max_queue_size"),
+        batch.max_queue_size,
+        1,
+    );
+    at_least(
+        p,
+        format!("{PATH}.batch.max_batch_size"),
+        batch.max_batch_size,
+        1,
+    );
     if batch.max_batch_size > batch.max_queue_size {
         p.push(
             format!("{PATH}.batch.max_batch_size"),
@@ -50,7 +63,11 @@ pub(super) fn tracing(config: &Config, p: &mut Problems) {
             ),
         );
     }
-    positive(p, format!("{PATH}.batch.schedule_delay"), batch.schedule_delay);
+    positive(
+        p,
+        format!("{PATH}.batch.schedule_delay"),
+        batch.schedule_delay,
+    );
 }
 
 /// The collector's base URL: `http://host[:port][/path]`, no query or fragment.
@@ -153,7 +170,10 @@ routes: []
         ];
         for (endpoint, message) in cases {
             let yaml = with_tracing(&format!("    otlp: {{ endpoint: \"{endpoint}\" }}\n"));
-            assert_problems(&yaml, &[&format!("telemetry.tracing.otlp.endpoint: {message}")]);
+            assert_problems(
+                &yaml,
+                &[&format!("telemetry.tracing.otlp.endpoint: {message}")],
+            );
         }
     }
 

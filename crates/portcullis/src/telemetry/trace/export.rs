@@ -101,8 +101,9 @@ pub fn start(
         .map_err(|e| anyhow::anyhow!("telemetry.tracing.otlp.endpoint: {e}"))?;
     let mut headers = HeaderMap::new();
     for (name, value) in &otlp.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| anyhow::anyhow!("telemetry.tracing.otlp.headers: invalid name {name:?}"))?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            anyhow::anyhow!("telemetry.tracing.otlp.headers: invalid name {name:?}")
+        })?;
         let mut value = HeaderValue::from_str(value)
             .map_err(|_| anyhow::anyhow!("telemetry.tracing.otlp.headers.{name}: invalid value"))?;
         value.set_sensitive(true);
@@ -187,7 +188,10 @@ impl Exporter {
                 return;
             }
             Err(_) => {
-                let error = format!("no answer within {}", humantime::format_duration(self.timeout));
+                let error = format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.timeout)
+                );
                 self.failed(count, &error);
                 return;
             }
@@ -197,7 +201,10 @@ impl Exporter {
             .exported
             .fetch_add(count - rejected, Ordering::Relaxed);
         if rejected > 0 {
-            self.failed(rejected, "the collector rejected some spans (partial success)");
+            self.failed(
+                rejected,
+                "the collector rejected some spans (partial success)",
+            );
         }
     }
 
