@@ -12,6 +12,7 @@
 pub mod client;
 pub mod gateway;
 pub mod origin;
+pub mod otlp;
 pub mod raw;
 
 use std::sync::Once;

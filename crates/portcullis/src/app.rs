@@ -153,6 +153,9 @@ impl Gateway {
             self.shared.force_close.cancel();
             let _ = tokio::time::timeout(FORCE_CLOSE_GRACE, self.shared.tasks.wait()).await;
         }
+        if let Some(tracer) = &self.shared.telemetry.tracer {
+            tracer.shutdown().await; // the spans of the drained requests
+        }
         self.stop_background.cancel();
         tracing::info!("stopped");
     }

@@ -16,6 +16,7 @@ mod rate_limit;
 mod route;
 #[cfg(test)]
 mod tests;
+mod traces;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     upstreams(config, &mut p);
     route::routes(config, &mut p);
     rate_limit::rate_limits(config, &mut p);
+    traces::tracing(config, &mut p);
     p.0
 }
 

@@ -266,6 +266,11 @@ pub async fn forward(
                 &mut head.headers,
             );
         }
+        // The attempt's span, a child of the request's; the upstream gets its context.
+        let span = record
+            .span
+            .as_ref()
+            .map(|span| span.attempt(&mut head, &upstream.name, &picked.endpoint, attempt));
         let mut body_fault = None;
         let attempt_body = match &body {
             RequestBody::Empty => Body::Empty,
@@ -303,12 +308,19 @@ pub async fn forward(
                     Some(fault::TOO_LARGE) => ErrorKind::RequestBodyTooLarge,
                     _ => ErrorKind::RequestTimeout,
                 };
-                return Err(ProxyError::with_source(kind, err));
+                let err = ProxyError::with_source(kind, err);
+                if let Some(span) = span {
+                    span.end(Err::<&Response<Incoming>, _>(&err));
+                }
+                return Err(err);
             }
             Ok(result) => result,
             Err(_) if try_until < deadline.at => Err(ProxyError::new(ErrorKind::UpstreamTimeout)),
             Err(_) => Err(deadline.expired_error()),
         };
+        if let Some(span) = span {
+            span.end(result.as_ref().map(|(resp, _)| resp));
+        }
 
         // One classification feeds the breaker, outlier detection and the retry decision.
         let outcome = match &result {
