@@ -1,7 +1,8 @@
 //! Redaction of the running config before the admin API shows it (`GET /api/config`): values
 //! of headers and query parameters whose names look like they carry credentials are replaced
-//! with `<redacted>`. The config has no secret fields of its own yet; what can hold a secret is
-//! a header value the gateway sets, a value a route matches on, or a fixed response header.
+//! with `<redacted>`. What can hold a secret is a header value the gateway sets, a value a
+//! route matches on, a fixed response header, or a header sent to the trace collector (all of
+//! those are hidden).
 
 use std::collections::BTreeMap;
 
@@ -47,6 +48,13 @@ pub fn redacted(config: &Config) -> Config {
         }
         if let RouteAction::Respond { headers, .. } = &mut route.action {
             values(headers);
+        }
+    }
+    // Headers sent to the trace collector are how collectors authenticate (API keys under
+    // vendor-specific names): every value is hidden, whatever its name.
+    if let Some(otlp) = &mut config.telemetry.tracing.otlp {
+        for value in otlp.headers.values_mut() {
+            *value = REDACTED.to_string();
         }
     }
     config
@@ -122,5 +130,25 @@ routes:
             assert!(json.contains(kept), "{kept} missing: {json}");
         }
         assert_eq!(json.matches(REDACTED).count(), 5, "{json}");
+    }
+
+    #[test]
+    fn every_collector_header_is_hidden() {
+        let config = crate::config::parse(
+            r#"
+telemetry:
+  tracing:
+    otlp:
+      endpoint: "http://127.0.0.1:4318"
+      headers: { x-honeycomb-team: hc-secret, plain-looking: pl-secret }
+"#,
+        )
+        .unwrap();
+        let json = serde_json::to_string(&redacted(&config)).unwrap();
+        for secret in ["hc-secret", "pl-secret"] {
+            assert!(!json.contains(secret), "{secret} leaked: {json}");
+        }
+        assert!(json.contains("127.0.0.1:4318"), "{json}");
+        assert_eq!(json.matches(REDACTED).count(), 2, "{json}");
     }
 }
