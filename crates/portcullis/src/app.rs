@@ -154,6 +154,7 @@ impl Gateway {
             let _ = tokio::time::timeout(FORCE_CLOSE_GRACE, self.shared.tasks.wait()).await;
         }
         self.stop_background.cancel();
+        self.shared.telemetry.flush().await;
         tracing::info!("stopped");
     }
 }
