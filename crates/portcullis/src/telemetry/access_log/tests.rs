@@ -396,3 +396,93 @@ proptest! {
         prop_assert_eq!(line["request_id"].as_str().map(String::from), expected_id);
     }
 }
+
+/// The cost of the request path's part (`AccessLog::record`: sampling, copying the facts,
+/// one `try_send`) against the cost of formatting a line, the part the writer thread does.
+/// Run: `cargo test --release -p portcullis --lib access_log::tests::cost -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore = "a measurement, not a check"]
+async fn cost_of_recording_and_of_formatting() {
+    use crate::telemetry::{BytesIn, Head, Record};
+    use tokio::time::Instant;
+
+    const N: u32 = 200_000;
+    let yaml = "listeners: [{ name: main, address: \"127.0.0.1:0\" }]\n\
+                upstreams: [{ name: app, endpoints: [{ address: \"127.0.0.1:9\" }] }]\n\
+                routes: [{ name: app, action: { proxy: { upstream: app } } }]\n";
+    let config = crate::config::parse(yaml).unwrap();
+    let runtime =
+        crate::runtime::Runtime::compile(&config, &crate::policy::ratelimit::Registry::new())
+            .unwrap();
+    let log = AccessLog::from_config(&AccessLogConfig {
+        enabled: true,
+        output: "/dev/null".into(),
+        buffer: 1 << 20,
+        ..AccessLogConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    let parts = http::Request::get("http://api.example.com/v1/items/42?page=2")
+        .header("user-agent", "bench/1.0")
+        .body(())
+        .unwrap()
+        .into_parts()
+        .0;
+    let mut record = Record {
+        arrived: Instant::now(),
+        request_id: Some(HeaderValue::from_static("0f1e2d3c4b5a69788796a5b4c3d2e1f0")),
+        listener: 0,
+        peer: peer(),
+        client_ip: Some("10.1.2.3".parse().unwrap()),
+        head: Some(Head::of(&parts)),
+        route: Some(0),
+        upstream: Some(0),
+        endpoint: Some("127.0.0.1:9".parse().unwrap()),
+        attempts: 1,
+        reason: "",
+        rate_limit: None,
+        status: http::StatusCode::OK,
+        bytes_in: BytesIn::Known(0),
+        span: None,
+    };
+    let end = BodyEnd {
+        bytes_out: 1234,
+        complete: true,
+        failed: false,
+    };
+    let started = Instant::now();
+    for _ in 0..N {
+        log.record(&runtime, &mut record, &end);
+    }
+    let recording = started.elapsed() / N;
+    assert!(log.flush(Duration::from_secs(30)).await);
+    assert_eq!(log.dropped(), 0);
+
+    let head = record.head.as_ref().unwrap();
+    let mut e = entry(Some(RequestFacts {
+        method: head.method.clone(),
+        uri: head.uri.clone(),
+        host: head.host.clone(),
+        version: head.version,
+        user_agent: head.user_agent.clone(),
+        headers: Vec::new(),
+    }));
+    e.request_id = record.request_id.clone();
+    e.listener = Some(Arc::from("main"));
+    e.route = Some(Arc::from("app"));
+    e.upstream = Some(Arc::from("app"));
+    e.endpoint = record.endpoint;
+    e.attempts = 1;
+    let format = plain();
+    let mut out = Vec::with_capacity(1024);
+    let started = Instant::now();
+    for _ in 0..N {
+        out.clear();
+        assert!(e.write_json(&format, &mut out));
+    }
+    let formatting = started.elapsed() / N;
+    println!(
+        "record (request path): {recording:?}/line; formatting (writer thread): {formatting:?}/line, {} bytes",
+        out.len()
+    );
+}
