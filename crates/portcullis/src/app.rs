@@ -157,6 +157,7 @@ impl Gateway {
             tracer.shutdown().await; // the spans of the drained requests
         }
         self.stop_background.cancel();
+        self.shared.telemetry.flush().await;
         tracing::info!("stopped");
     }
 }

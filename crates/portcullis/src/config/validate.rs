@@ -9,6 +9,7 @@
 //! Durations: every duration must be greater than zero except `server.drain_timeout`, where
 //! 0 means "close connections at once on shutdown" (documented in `docs/config.md`).
 
+mod access_log;
 mod protection;
 #[cfg(test)]
 mod protection_tests;
@@ -38,6 +39,7 @@ pub fn validate(config: &Config) -> Vec<ConfigError> {
     route::routes(config, &mut p);
     rate_limit::rate_limits(config, &mut p);
     traces::tracing(config, &mut p);
+    access_log::access_log(config, &mut p);
     p.0
 }
 

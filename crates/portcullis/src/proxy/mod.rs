@@ -26,7 +26,7 @@ use crate::policy::Flow;
 use crate::reason;
 use crate::router::{Action, Redirect};
 use crate::runtime::Runtime;
-use crate::telemetry::{Head, ObservedBody, Record};
+use crate::telemetry::{ObservedBody, Record};
 
 /// One downstream connection, shared by the requests it carries.
 #[derive(Debug)]
@@ -75,7 +75,7 @@ pub async fn handle(
     let mut record = Record::new(arrived, &ds);
     if telemetry.wants_head() {
         record.request_id = Some(request_id.clone());
-        record.head = Some(Head::of(&parts));
+        record.head = Some(telemetry.head(&parts));
         if let Some(tracer) = &telemetry.tracer {
             record.span = tracer.start(&parts);
         }

@@ -63,6 +63,22 @@ impl Telemetry {
         self.access_log.is_some() || self.tracer.is_some()
     }
 
+    /// The request's head for the sinks, with the headers the access log logs.
+    pub fn head(&self, parts: &http::request::Parts) -> Head {
+        let mut head = Head::of(parts);
+        if let Some(log) = &self.access_log {
+            head.logged_headers = log.capture_headers(&parts.headers);
+        }
+        head
+    }
+
+    /// Writes out what the sinks still hold; on shutdown, bounded, best effort.
+    pub async fn flush(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush(access_log::SHUTDOWN_FLUSH).await;
+        }
+    }
+
     /// Emits one finished request to every sink.
     fn finish(&self, runtime: &Runtime, record: &mut Record, end: &BodyEnd) {
         if let Some(metrics) = &self.metrics {
@@ -85,6 +101,8 @@ pub struct Head {
     pub host: Option<HeaderValue>,
     pub version: Version,
     pub user_agent: Option<HeaderValue>,
+    /// The request headers `telemetry.access_log.headers` lists (`AccessLog::capture_headers`).
+    pub logged_headers: Vec<(usize, HeaderValue)>,
 }
 
 impl Head {
@@ -95,6 +113,7 @@ impl Head {
             host: parts.headers.get(http::header::HOST).cloned(),
             version: parts.version,
             user_agent: parts.headers.get(http::header::USER_AGENT).cloned(),
+            logged_headers: Vec::new(),
         }
     }
 
