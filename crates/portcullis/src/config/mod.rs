@@ -139,6 +139,11 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
                     config.defaults = v;
                 }
             }
+            "telemetry" => {
+                if let Some(v) = section(key, value, &mut errors) {
+                    config.telemetry = v;
+                }
+            }
             unknown => errors.push(ConfigError::new(
                 unknown,
                 format!(
@@ -160,7 +165,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
 }
 
 /// Top-level keys of the config file, in documentation order.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "server",
     "admin",
     "listeners",
@@ -168,6 +173,7 @@ const SECTIONS: [&str; 7] = [
     "routes",
     "rate_limits",
     "defaults",
+    "telemetry",
 ];
 
 /// Deserializes one value, recording a failure under `prefix` plus the path inside the value.
