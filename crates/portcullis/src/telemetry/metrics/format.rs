@@ -101,7 +101,8 @@ pub fn to_prometheus_text(om: &str) -> String {
             push_line(&mut out, &["# TYPE ", name, suffix, " ", ty]);
             continue;
         }
-        if line.starts_with("# UNIT ") || line == "# EOF" || line.starts_with("# ") {
+        // `# UNIT`, `# EOF`: not in 0.0.4.
+        if line.starts_with('#') {
             continue;
         }
         if kind == Kind::Counter && is_sample_of(line, family, "_created") {
@@ -144,9 +145,13 @@ mod tests {
         assert_eq!(n("*/*"), Format::PrometheusText);
         assert_eq!(n("text/plain; version=0.0.4"), Format::PrometheusText);
         assert_eq!(n("application/openmetrics-text"), Format::OpenMetrics);
-        // What Prometheus sends (its scrape_protocols default).
+        // What Prometheus 2.30 sends (prometheus/client_java#702), and a later form.
         assert_eq!(
             n("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            n("application/openmetrics-text; version=0.0.1,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
             Format::OpenMetrics
         );
         assert_eq!(

@@ -28,7 +28,7 @@ pub const REQUEST_DURATION: Name = name(
 );
 pub const REQUEST_BODY_BYTES: Name = name(
     "portcullis_request_body_bytes",
-    "Request body bytes received from clients and forwarded",
+    "Request body bytes received from clients on their way to the upstream",
 );
 pub const RESPONSE_BODY_BYTES: Name = name(
     "portcullis_response_body_bytes",
@@ -36,7 +36,7 @@ pub const RESPONSE_BODY_BYTES: Name = name(
 );
 pub const DEADLINE_EXCEEDED: Name = name(
     "portcullis_deadline_exceeded",
-    "Requests answered 504 deadline_exceeded (the route timeout or the caller's deadline ran out)",
+    "Requests answered 504 deadline_exceeded (the caller's deadline ran out)",
 );
 
 // ----- listeners -----
@@ -133,7 +133,7 @@ pub const BREAKER_TRANSITIONS: Name = name(
 );
 pub const BREAKER_REJECTED: Name = name(
     "portcullis_circuit_breaker_rejected",
-    "Calls the circuit breaker refused (503 circuit_open, or another endpoint was tried)",
+    "Calls the circuit breaker refused (open, or half-open with every probe slot taken)",
 );
 
 // ----- rate limits -----
@@ -233,3 +233,30 @@ pub const HASH: &str = "hash";
 pub const REASON_NONE: &str = "none";
 /// The `reason` label of a reason code this build does not list in `reason::ALL`.
 pub const REASON_OTHER: &str = "other";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_documented_and_need_no_escaping() {
+        let doc = include_str!("../../../../../docs/metrics.md");
+        for (i, m) in ALL.iter().enumerate() {
+            assert!(
+                ALL[i + 1..].iter().all(|o| o.name != m.name),
+                "{} twice",
+                m.name
+            );
+            assert!(
+                ["", "_total", "_info"]
+                    .iter()
+                    .any(|suffix| doc.contains(&format!("| `{}{suffix}` |", m.name))),
+                "{} is not in docs/metrics.md",
+                m.name
+            );
+            // HELP escaping differs between the formats for these; none is needed.
+            assert!(!m.help.contains(['\\', '"', '\n']), "{}", m.name);
+            assert!(m.name.starts_with("portcullis_") || m.name.starts_with("process_"));
+        }
+    }
+}
