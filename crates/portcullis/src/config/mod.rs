@@ -312,7 +312,7 @@ mod tests {
     fn top_level_must_be_a_mapping() {
         assert_eq!(
             errors("- a\n- b\n"),
-            vec!["the config must be a mapping of sections (server, admin, listeners, upstreams, routes, rate_limits, defaults), found a list"]
+            vec!["the config must be a mapping of sections (server, admin, listeners, upstreams, routes, rate_limits, defaults, telemetry), found a list"]
         );
     }
 
