@@ -58,6 +58,9 @@ impl Gateway {
         let rate_limits = Registry::new();
         let telemetry = Telemetry::from_config(&config.telemetry).context("starting telemetry")?;
         let runtime = Runtime::compile(&config, &rate_limits).context("compiling config")?;
+        if let Some(metrics) = &telemetry.metrics {
+            metrics.bind(&runtime);
+        }
         for upstream in &runtime.upstreams {
             if let Err(err) = upstream.resolve().await {
                 tracing::warn!(upstream = %upstream.name, error = %err, "resolving endpoints failed; will retry");

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Shared;
@@ -94,16 +94,33 @@ pub fn spawn_accept_loop(
     let idle = config.limits.keepalive_timeout;
     let name: Arc<str> = config.name.as_str().into();
     let tasks = shared.tasks.clone();
+    let metrics = shared
+        .telemetry
+        .metrics
+        .as_ref()
+        .map(|m| m.listener(&config.name, permits.clone(), config.limits.max_connections));
     tasks.spawn(async move {
         loop {
             // Over the limit, stop accepting: new connections wait in the kernel backlog.
-            let permit = tokio::select! {
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-                () = stop.cancelled() => break,
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(TryAcquireError::Closed) => break,
+                Err(TryAcquireError::NoPermits) => {
+                    if let Some(m) = &metrics {
+                        m.limited();
+                    }
+                    tokio::select! {
+                        permit = permits.clone().acquire_owned() => match permit {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
+                        () = stop.cancelled() => break,
+                    }
+                }
             };
+            if let Some(m) = &metrics {
+                m.holding_permit(true);
+            }
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
@@ -127,8 +144,13 @@ pub fn spawn_accept_loop(
             });
             let builder = builder.clone();
             let stop = stop.clone();
+            let tracked = metrics.as_ref().map(|m| {
+                m.holding_permit(false);
+                m.track(&ds)
+            });
             shared.tasks.spawn(async move {
                 serve_connection(stream, ds, &builder, idle, stop).await;
+                drop(tracked);
             });
         }
         tracing::debug!(listener = %name, "stopped accepting");

@@ -1,9 +1,9 @@
 //! The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (listeners
 //! bound and config compiled) and the JSON API under `/api/` (see `api` and
-//! `docs/admin-api.md`). Later: metrics.
+//! `docs/admin-api.md`) and `GET /metrics` (Prometheus / OpenMetrics, `docs/metrics.md`).
 
 mod api;
-mod redact;
+pub(crate) mod redact;
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::Shared;
 use crate::body::Body;
+use crate::telemetry::metrics::format::Format;
 
 /// Serves the admin endpoints on `listener` until `stop` is cancelled.
 pub fn spawn(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
@@ -69,10 +70,41 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
-        (_, "/healthz" | "/readyz") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        (&Method::GET | &Method::HEAD, "/metrics") => metrics(&shared, &req),
+        (_, "/healthz" | "/readyz" | "/metrics") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)
+}
+
+/// `GET /metrics`: the format the `Accept` header asks for (`telemetry::metrics::format`).
+fn metrics(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let Some(metrics) = &shared.telemetry.metrics else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "metrics are turned off (telemetry.metrics.enabled: false)\n",
+        );
+    };
+    let accept = req.headers().get(header::ACCEPT).map(HeaderValue::as_bytes);
+    let format = Format::negotiate(accept);
+    match metrics.encode(shared.runtime.load_full(), format) {
+        Ok(body) => {
+            let mut resp = Response::new(Body::full(body));
+            let headers = resp.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics could not be encoded\n",
+        ),
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -19,7 +19,7 @@ const GATE_CLOSED: u64 = 0;
 const GATE_HALF_OPEN: u64 = 1;
 // Any other value: open until that many nanoseconds after the epoch (at least 2).
 
-/// Transition counts of one breaker (for the metrics of issue 5).
+/// Transition counts of one breaker (admin API and metrics).
 #[derive(Debug, Default)]
 pub struct BreakerStats {
     pub opened: AtomicU64,
@@ -27,6 +27,52 @@ pub struct BreakerStats {
     pub closed: AtomicU64,
     /// Requests refused because the breaker was open (or half-open with every probe out).
     pub rejected: AtomicU64,
+    /// Transitions by `[from][to]`, in `state_index` order.
+    transitions: [[AtomicU64; 3]; 3],
+}
+
+impl BreakerStats {
+    /// Transitions from `from` to `to` since start.
+    pub fn transitions(&self, from: BreakerState, to: BreakerState) -> u64 {
+        self.transitions
+            .get(state_index(from))
+            .and_then(|row| row.get(state_index(to)))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn count_transition(&self, from: BreakerState, to: BreakerState) {
+        if let Some(c) = self
+            .transitions
+            .get(state_index(from))
+            .and_then(|row| row.get(state_index(to)))
+        {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The transitions a breaker makes (`(from, to)`, any `until`): trip, wait out, probe fails,
+/// probes succeed.
+pub const TRANSITIONS: [(BreakerState, BreakerState); 4] = [
+    (BreakerState::Closed, BreakerState::Open { until: Nanos(0) }),
+    (
+        BreakerState::Open { until: Nanos(0) },
+        BreakerState::HalfOpen,
+    ),
+    (
+        BreakerState::HalfOpen,
+        BreakerState::Open { until: Nanos(0) },
+    ),
+    (BreakerState::HalfOpen, BreakerState::Closed),
+];
+
+/// 0 closed, 1 open, 2 half-open: the state's number in metrics.
+pub fn state_index(state: BreakerState) -> usize {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open { .. } => 1,
+        BreakerState::HalfOpen => 2,
+    }
 }
 
 /// One circuit breaker and what counts as a failure for it.
@@ -171,6 +217,7 @@ impl CircuitBreaker {
             BreakerState::Open { .. } => &self.stats.opened,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        self.stats.count_transition(t.from, t.to);
         let from = state_name(t.from);
         let to = state_name(t.to);
         let cause = format!("{:?}", t.cause);
@@ -316,6 +363,9 @@ mod tests {
         assert_eq!(b.stats.opened.load(Ordering::Relaxed), 1);
         assert_eq!(b.stats.closed.load(Ordering::Relaxed), 1);
         assert_eq!(b.stats.rejected.load(Ordering::Relaxed), 3);
+        let [trip, wait, probe_failed, probes_ok] =
+            TRANSITIONS.map(|(from, to)| b.stats.transitions(from, to));
+        assert_eq!((trip, wait, probe_failed, probes_ok), (1, 1, 0, 1));
     }
 
     #[tokio::test(start_paused = true)]

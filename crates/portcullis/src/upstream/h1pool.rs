@@ -165,11 +165,15 @@ impl H1Pool {
         let addr = endpoint.addr;
         let _pending = self.thresholds.pending()?;
         let open = self.thresholds.connection()?;
-        let stream = connect_tcp(addr, self.connect_timeout).await?;
+        let stream = connect_tcp(addr, self.connect_timeout)
+            .await
+            .map_err(|e| endpoint.connect_failed(e))?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamConnect, e))?;
+            .map_err(|e| {
+                endpoint.connect_failed(ProxyError::with_source(ErrorKind::UpstreamConnect, e))
+            })?;
         tokio::spawn(async move {
             let _open = open;
             if let Err(err) = conn.with_upgrades().await {

@@ -4,7 +4,6 @@
 //! client, so the connection target (the endpoint) and `:authority` (the route's host) are
 //! independent.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,10 +43,9 @@ impl H2Pool {
         endpoint: &Endpoint,
         req: http::Request<Body>,
     ) -> Result<http::Response<Incoming>, ProxyError> {
-        let (addr, slot) = (endpoint.addr, &endpoint.h2_slot);
-        let mut sender = self.sender(addr, slot, false).await?;
+        let mut sender = self.sender(endpoint, false).await?;
         if sender.ready().await.is_err() {
-            sender = self.sender(addr, slot, true).await?;
+            sender = self.sender(endpoint, true).await?;
             sender
                 .ready()
                 .await
@@ -61,33 +59,37 @@ impl H2Pool {
 
     async fn sender(
         &self,
-        addr: SocketAddr,
-        slot: &Slot,
+        endpoint: &Endpoint,
         replace: bool,
     ) -> Result<SendRequest<Body>, ProxyError> {
-        let mut current = slot.0.lock().await;
+        let mut current = endpoint.h2_slot.0.lock().await;
         if let Some(sender) = current.as_ref() {
             if !replace && !sender.is_closed() {
                 return Ok(sender.clone());
             }
         }
-        let sender = Box::pin(self.connect(addr)).await?;
+        let sender = Box::pin(self.connect(endpoint)).await?;
         *current = Some(sender.clone());
         Ok(sender)
     }
 
     /// Opens the connection, within the upstream's `max_pending_requests` (while connecting)
     /// and `max_connections` (for the connection's life) thresholds.
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Body>, ProxyError> {
+    async fn connect(&self, endpoint: &Endpoint) -> Result<SendRequest<Body>, ProxyError> {
+        let addr = endpoint.addr;
         let _pending = self.thresholds.pending()?;
         let open = self.thresholds.connection()?;
-        let stream = connect_tcp(addr, self.connect_timeout).await?;
+        let stream = connect_tcp(addr, self.connect_timeout)
+            .await
+            .map_err(|e| endpoint.connect_failed(e))?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .adaptive_window(true)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ProxyError::with_source(ErrorKind::UpstreamConnect, e))?;
+            .map_err(|e| {
+                endpoint.connect_failed(ProxyError::with_source(ErrorKind::UpstreamConnect, e))
+            })?;
         tokio::spawn(async move {
             let _open = open;
             if let Err(err) = conn.await {

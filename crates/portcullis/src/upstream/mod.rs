@@ -34,6 +34,8 @@ pub struct Endpoint {
     pub authority: http::uri::Authority,
     healthy: AtomicBool,
     in_flight: AtomicUsize,
+    /// Connections that failed to open (TCP connect, its timeout, or the HTTP handshake).
+    connect_errors: std::sync::atomic::AtomicU64,
     /// Idle HTTP/1.1 keep-alive connections to this endpoint.
     pub(crate) h1_idle: h1pool::IdleStack,
     /// The multiplexed HTTP/2 connection to this endpoint.
@@ -54,6 +56,7 @@ impl Endpoint {
             authority,
             healthy: AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
+            connect_errors: std::sync::atomic::AtomicU64::new(0),
             h1_idle: h1pool::IdleStack::default(),
             h2_slot: h2pool::Slot::default(),
             breaker: None,
@@ -79,6 +82,17 @@ impl Endpoint {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Connections to this endpoint that failed to open, since it was added.
+    pub fn connect_errors(&self) -> u64 {
+        self.connect_errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection that failed to open; passes `err` through.
+    pub(crate) fn connect_failed(&self, err: crate::error::ProxyError) -> crate::error::ProxyError {
+        self.connect_errors.fetch_add(1, Ordering::Relaxed);
+        err
     }
 
     /// Moves the endpoint in or out of rotation; the upstream's balancer must be rebuilt after.
