@@ -768,3 +768,71 @@ routes: [{{ name: all, action: {{ proxy: {{ upstream: app }} }} }}]
             .join("\n")
     );
 }
+
+#[tokio::test]
+async fn access_log_and_span_deliveries_are_counted() {
+    let origin = Origin::start(Behavior::Status(200)).await;
+    let collector = portcullis_test::otlp::OtlpReceiver::start().await;
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-metrics-sinks-{}-{}",
+        std::process::id(),
+        origin.addr().port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let gw = TestGateway::start(&format!(
+        "admin: {{ address: \"127.0.0.1:0\" }}
+listeners: [{{ name: main, address: \"127.0.0.1:0\" }}]
+upstreams: [{{ name: app, endpoints: [{{ address: \"{}\" }}] }}]
+routes: [{{ name: all, action: {{ proxy: {{ upstream: app }} }} }}]
+telemetry:
+  access_log: {{ enabled: true, output: \"{}\" }}
+  tracing:
+    otlp: {{ endpoint: \"{}\" }}
+    batch: {{ schedule_delay: 20ms }}
+",
+        origin.addr(),
+        log.display(),
+        collector.endpoint()
+    ))
+    .await;
+    for _ in 0..5 {
+        assert_eq!(get(&gw, "/x").await.status, 200);
+    }
+    // 5 request spans and 5 attempt spans reach the collector; the log writer flushes
+    // within its 100 ms interval.
+    collector.wait_for_spans(10, Duration::from_secs(5)).await;
+    let mut scrape = parse(&scrape_with(&gw, None).await.text());
+    for _ in 0..200 {
+        let written = scrape.get(
+            "portcullis_access_log_lines_total",
+            &[("outcome", "written")],
+        );
+        let exported = scrape.get("portcullis_trace_spans_total", &[("outcome", "exported")]);
+        if written == Some(5.0) && exported == Some(10.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        scrape = parse(&scrape_with(&gw, None).await.text());
+    }
+    assert_prometheus_text(&scrape);
+    for (name, delivered, value) in [
+        ("portcullis_access_log_lines_total", "written", 5.0),
+        ("portcullis_trace_spans_total", "exported", 10.0),
+    ] {
+        assert_eq!(scrape.value(name, &[("outcome", delivered)]), value);
+        assert_eq!(scrape.value(name, &[("outcome", "dropped")]), 0.0);
+        assert_eq!(scrape.value(name, &[("outcome", "failed")]), 0.0);
+    }
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Sinks that are off have no series.
+    let plain = TestGateway::start(
+        "admin: { address: \"127.0.0.1:0\" }\nlisteners: [{ name: main, address: \"127.0.0.1:0\" }]\n",
+    )
+    .await;
+    let scrape = parse(&scrape_with(&plain, None).await.text());
+    assert!(!scrape.text.contains("portcullis_trace_spans_total"));
+    assert!(!scrape.text.contains("portcullis_access_log_lines_total"));
+}

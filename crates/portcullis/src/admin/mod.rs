@@ -89,7 +89,11 @@ fn metrics(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     };
     let accept = req.headers().get(header::ACCEPT).map(HeaderValue::as_bytes);
     let format = Format::negotiate(accept);
-    match metrics.encode(shared.runtime.load_full(), format) {
+    match metrics.encode(
+        shared.runtime.load_full(),
+        shared.telemetry.sink_counts(),
+        format,
+    ) {
         Ok(body) => {
             let mut resp = Response::new(Body::full(body));
             let headers = resp.headers_mut();

@@ -93,6 +93,42 @@ impl Telemetry {
     }
 }
 
+/// What a sink did with what it was given, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Written (access log lines) or accepted by the collector (spans).
+    pub delivered: u64,
+    /// Dropped because the sink's buffer was full.
+    pub dropped: u64,
+    /// Lost to write or export errors.
+    pub failed: u64,
+}
+
+/// The access log's and the tracer's counts (`None` for a sink that is off).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SinkCounts {
+    pub access_log: Option<Delivered>,
+    pub spans: Option<Delivered>,
+}
+
+impl Telemetry {
+    /// The sinks' counts now.
+    pub fn sink_counts(&self) -> SinkCounts {
+        SinkCounts {
+            access_log: self.access_log.as_ref().map(|log| Delivered {
+                delivered: log.written(),
+                dropped: log.dropped(),
+                failed: log.failed(),
+            }),
+            spans: self.tracer.as_ref().map(|tracer| Delivered {
+                delivered: tracer.exported(),
+                dropped: tracer.dropped(),
+                failed: tracer.failed(),
+            }),
+        }
+    }
+}
+
 /// The request as it arrived (before path normalisation), kept only when a sink needs it.
 #[derive(Debug)]
 pub struct Head {

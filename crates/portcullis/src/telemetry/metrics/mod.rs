@@ -24,7 +24,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-use super::{BodyEnd, Record};
+use super::{BodyEnd, Record, SinkCounts};
 use crate::config::schema::MetricsConfig;
 use crate::config::Config;
 use crate::runtime::Runtime;
@@ -113,9 +113,15 @@ impl Metrics {
     }
 
     /// The scrape: everything in `format`, read against `runtime`.
-    pub fn encode(&self, runtime: Arc<Runtime>, format: Format) -> Result<String, std::fmt::Error> {
+    pub fn encode(
+        &self,
+        runtime: Arc<Runtime>,
+        sinks: SinkCounts,
+        format: Format,
+    ) -> Result<String, std::fmt::Error> {
         let mut scrape = Registry::default();
         scrape.register_collector(Box::new(state::RuntimeState {
+            sinks,
             config_hash: config_hash(&runtime.config).into(),
             runtime,
             listeners: self

@@ -143,6 +143,17 @@ pub const RATE_LIMIT_DECISIONS: Name = name(
     "Rate-limit decisions by policy: allowed, denied, delayed, shadow_denied, skipped (no key)",
 );
 
+// ----- the other telemetry sinks -----
+
+pub const ACCESS_LOG_LINES: Name = name(
+    "portcullis_access_log_lines",
+    "Access log lines by outcome: written, dropped (buffer full), failed (write error)",
+);
+pub const TRACE_SPANS: Name = name(
+    "portcullis_trace_spans",
+    "Finished sampled spans by outcome: exported, dropped (export queue full), failed (export error)",
+);
+
 // ----- configuration and build -----
 
 pub const BUILD: Name = name("portcullis_build", "The running portcullis build");
@@ -202,6 +213,8 @@ pub const ALL: &[Name] = &[
     BREAKER_TRANSITIONS,
     BREAKER_REJECTED,
     RATE_LIMIT_DECISIONS,
+    ACCESS_LOG_LINES,
+    TRACE_SPANS,
     BUILD,
     CONFIG,
     CONFIG_RELOADS,
@@ -223,6 +236,7 @@ pub const STATUS_CLASS: &str = "status_class";
 pub const REASON: &str = "reason";
 pub const CAUSE: &str = "cause";
 pub const DECISION: &str = "decision";
+pub const OUTCOME: &str = "outcome";
 pub const FROM: &str = "from";
 pub const TO: &str = "to";
 pub const SCOPE: &str = "scope";

@@ -15,6 +15,7 @@ use super::names::{self as n, Name};
 use super::process;
 use crate::router::Action;
 use crate::runtime::Runtime;
+use crate::telemetry::SinkCounts;
 use crate::upstream::breaker::{self, CircuitBreaker};
 use crate::upstream::outcome::RetryCause;
 use crate::upstream::outlier::EjectionCause;
@@ -33,6 +34,8 @@ pub struct RuntimeState {
     pub listeners: Vec<Arc<ListenerState>>,
     /// When the process started, in seconds since the Unix epoch.
     pub start_time: f64,
+    /// What the access log and the tracer delivered and dropped.
+    pub sinks: SinkCounts,
 }
 
 impl Collector for RuntimeState {
@@ -43,6 +46,7 @@ impl Collector for RuntimeState {
         upstreams(&mut enc, rt)?;
         breakers(&mut enc, rt)?;
         rate_limits(&mut enc, rt)?;
+        sinks(&mut enc, &self.sinks)?;
         info(
             &mut enc,
             n::BUILD,
@@ -329,6 +333,26 @@ fn rate_limits(enc: &mut DescriptorEncoder, rt: &Runtime) -> Fmt {
                 &labels,
                 c.load(std::sync::atomic::Ordering::Relaxed),
             )?;
+        }
+    }
+    Ok(())
+}
+
+// ----- the other telemetry sinks -----
+
+fn sinks(enc: &mut DescriptorEncoder, sinks: &SinkCounts) -> Fmt {
+    for (name, counts, delivered) in [
+        (n::ACCESS_LOG_LINES, sinks.access_log, "written"),
+        (n::TRACE_SPANS, sinks.spans, "exported"),
+    ] {
+        let Some(c) = counts else { continue };
+        let mut m = family(enc, name, MetricType::Counter)?;
+        for (outcome, value) in [
+            (delivered, c.delivered),
+            ("dropped", c.dropped),
+            ("failed", c.failed),
+        ] {
+            counter(&mut m, &[(n::OUTCOME, outcome)], value)?;
         }
     }
     Ok(())
