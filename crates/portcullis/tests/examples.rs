@@ -65,6 +65,7 @@ async fn exercise(name: &str, text: &str) {
         "quickstart.yaml" => quickstart(text).await,
         "rate-limits.yaml" => rate_limits(text).await,
         "protection.yaml" => protection(text).await,
+        "observability.yaml" => observability(text).await,
         other => panic!(
             "examples/configs/{other} has no exercise: add an arm for it to `exercise` in \
              crates/portcullis/tests/examples.rs that starts it (on free loopback ports: make \
@@ -179,6 +180,18 @@ async fn quickstart(text: &str) {
     let resp = get(&client, &gw.admin_url("/readyz")).await;
     assert_eq!(resp.status, 200);
     assert_eq!(resp.text(), "ready\n");
+
+    // Metrics (README): on by default, and the 404 above is among them.
+    let resp = get(&client, &gw.admin_url("/metrics")).await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.text()
+            .lines()
+            .any(|l| l.starts_with("portcullis_requests_total{")
+                && l.contains("reason=\"no_route\"")),
+        "{}",
+        resp.text()
+    );
 
     drop(client);
     tokio::time::timeout(Duration::from_secs(15), gw.shutdown())
@@ -451,4 +464,101 @@ async fn protection(text: &str) {
     tokio::time::timeout(Duration::from_secs(15), gw.shutdown())
         .await
         .expect("protection gateway shut down in time");
+}
+
+/// The curl lines of `observability.yaml`: a proxied request and a rate-limit refusal, each
+/// seen in the metrics, the access log and the traces.
+async fn observability(text: &str) {
+    let (public, demo, admin) = (free_addr(), free_addr(), free_addr());
+    let collector = portcullis_test::otlp::OtlpReceiver::start().await;
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-example-observability-{}-{}",
+        std::process::id(),
+        public.port()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let log = dir.join("access.log");
+    let mut vars: HashMap<String, String> = [
+        ("PORTCULLIS_PUBLIC_ADDR", public),
+        ("PORTCULLIS_DEMO_ADDR", demo),
+        ("PORTCULLIS_ADMIN_ADDR", admin),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_string()))
+    .collect();
+    vars.insert("PORTCULLIS_ACCESS_LOG".into(), log.display().to_string());
+    vars.insert("PORTCULLIS_OTLP_ENDPOINT".into(), collector.endpoint());
+    let gw = TestGateway::start_with_vars(text, vars).await;
+    let client = TestClient::http1();
+    let url = |path: &str| gw.url("public", path);
+
+    let resp = get(&client, &url("/api/users?token=s3cret")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()[0]["name"], "ada");
+    let statuses: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(get(&client, &url("/api/search")).await.status.as_u16());
+        }
+        v
+    };
+    assert_eq!(statuses, [200, 200, 200, 429]);
+
+    // Metrics: the refusal by reason and by policy.
+    let metrics = get(&client, &gw.admin_url("/metrics")).await.text();
+    let has = |needle: &str| {
+        metrics
+            .lines()
+            .any(|l| l.contains(needle) && l.ends_with(" 1"))
+    };
+    assert!(
+        has("reason=\"rate_limited\"") && has("decision=\"denied\""),
+        "{metrics}"
+    );
+    let openmetrics = Request::get(gw.admin_url("/metrics"))
+        .header("accept", "application/openmetrics-text")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let om = client.request(openmetrics).await;
+    assert!(om.text().ends_with("# EOF\n"));
+
+    // Traces: a server span per request (5) and a client span per attempt (4: the refusal
+    // never reached the origin); the refusal's server span says why.
+    let spans = collector.wait_for_spans(9, WAIT).await;
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.attr("portcullis.reason") == Some("rate_limited")
+                && s.attr("portcullis.rate_limit.policy") == Some("search")),
+        "{spans:#?}"
+    );
+
+    // Access log: one line per request on the public listener (the origin's own requests on
+    // `demo-origin` are logged too), the secret query value redacted.
+    let deadline = Instant::now() + WAIT;
+    let lines = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .filter(|l: &serde_json::Value| l["listener"] == "public")
+            .collect();
+        if lines.len() >= 5 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert_eq!(lines[0]["path"], "/api/users?token=REDACTED");
+    assert_eq!(lines[0]["route"], "api");
+    let refused = &lines[4];
+    assert_eq!(refused["status"], 429);
+    assert_eq!(refused["reason"], "rate_limited");
+    assert_eq!(refused["rate_limit_policy"], "search");
+    assert_eq!(refused["rate_limit_action"], "denied");
+    assert!(!std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("s3cret"));
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
