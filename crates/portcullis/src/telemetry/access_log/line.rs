@@ -1,15 +1,20 @@
 //! One access log line: the facts of a finished request (`Entry`, owned, so that the writer
 //! thread formats it and the request path only copies reference-counted handles) and their
-//! JSON form (`Entry::write_json`), serialized straight into the writer's reused buffer.
+//! JSON form (`Entry::write_json`), written straight into the writer's reused buffer.
+//!
+//! The line is written by hand, not through serde: its schema is fixed, and serde_json's
+//! generic path (a `Serializer` call per field, small writes, `Display` for addresses,
+//! escaping per fragment) cost about 10,000 instructions per line, against about 2,100 for
+//! the writer here (measured with `bench/instructions.sh`, docs/access-log.md). Every string
+//! from the client or the config goes through `escaped`, so the line is valid JSON
+//! whatever it holds; the unit tests parse it back with serde_json.
 
-use std::fmt::{self, Write as _};
-use std::net::{IpAddr, SocketAddr};
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Uri, Version};
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
 
 use crate::telemetry::{BodyEnd, RateLimitAction};
 
@@ -65,52 +70,87 @@ pub(super) struct Format {
 }
 
 impl Entry {
-    /// Appends the JSON object (no newline) to `out`. On the (unreachable) failure of a
-    /// serializer, `out` is left as it was and `false` returned.
-    pub fn write_json(&self, format: &Format, out: &mut Vec<u8>) -> bool {
-        let start = out.len();
+    /// Appends the JSON object (no newline) to `out`, field by field in the documented
+    /// order (docs/access-log.md).
+    pub fn write_json(&self, format: &Format, out: &mut Vec<u8>) {
         let request = self.request.as_ref();
-        let line = Line {
-            time: Rfc3339(self.arrival),
-            request_id: self.request_id.as_ref().map(|v| Text(v.as_bytes())),
-            trace_id: self.trace_id.map(TraceId),
-            client_ip: self.client_ip,
-            peer: self.peer,
-            listener: self.listener.as_deref(),
-            method: request.map(|r| r.method.as_str()),
-            host: request.and_then(RequestFacts::host).map(Text),
-            path: request.map(|r| Target {
-                uri: &r.uri,
-                redact: &format.redact_query,
-            }),
-            protocol: request.map(|r| protocol(r.version)),
-            user_agent: request
-                .and_then(|r| r.user_agent.as_ref())
-                .map(|v| Text(v.as_bytes())),
-            headers: format.headers.as_deref().map(|names| Headers {
-                names,
-                values: request.map_or(&[], |r| &r.headers),
-            }),
-            route: self.route.as_deref(),
-            upstream: self.upstream.as_deref(),
-            endpoint: self.endpoint,
-            attempts: self.attempts,
-            status: self.status,
-            reason: (!self.reason.is_empty()).then_some(self.reason),
-            rate_limit_policy: self.rate_limit.as_ref().map(|(name, _)| &**name),
-            rate_limit_action: self.rate_limit.as_ref().map(|(_, a)| a.as_str()),
-            bytes_in: self.bytes_in,
-            bytes_out: self.end.bytes_out,
-            duration_us: u64::try_from(self.duration.as_micros()).unwrap_or(u64::MAX),
-            body_complete: self.end.complete,
-            body_failed: self.end.failed,
-        };
-        if serde_json::to_writer(&mut *out, &line).is_ok() {
-            true
-        } else {
-            out.truncate(start);
-            false
+        out.extend_from_slice(b"{\"time\":\"");
+        out.extend_from_slice(&Rfc3339(self.arrival).text());
+        out.extend_from_slice(b"\",\"request_id\":");
+        text_or_null(out, self.request_id.as_ref().map(HeaderValue::as_bytes));
+        out.extend_from_slice(b",\"trace_id\":");
+        match self.trace_id {
+            Some(id) => trace_id(out, id),
+            None => null(out),
         }
+        out.extend_from_slice(b",\"client_ip\":");
+        match self.client_ip {
+            Some(ip) => {
+                out.push(b'"');
+                ip_addr(out, ip);
+                out.push(b'"');
+            }
+            None => null(out),
+        }
+        out.extend_from_slice(b",\"peer\":");
+        socket_addr(out, self.peer);
+        out.extend_from_slice(b",\"listener\":");
+        str_or_null(out, self.listener.as_deref());
+        out.extend_from_slice(b",\"method\":");
+        str_or_null(out, request.map(|r| r.method.as_str()));
+        out.extend_from_slice(b",\"host\":");
+        text_or_null(out, request.and_then(RequestFacts::host));
+        out.extend_from_slice(b",\"path\":");
+        match request {
+            Some(r) => target(out, &r.uri, &format.redact_query),
+            None => null(out),
+        }
+        out.extend_from_slice(b",\"protocol\":");
+        str_or_null(out, request.map(|r| protocol(r.version)));
+        out.extend_from_slice(b",\"user_agent\":");
+        text_or_null(
+            out,
+            request
+                .and_then(|r| r.user_agent.as_ref())
+                .map(HeaderValue::as_bytes),
+        );
+        if let Some(names) = &format.headers {
+            out.extend_from_slice(b",\"headers\":");
+            headers(out, names, request.map_or(&[], |r| &r.headers));
+        }
+        out.extend_from_slice(b",\"route\":");
+        str_or_null(out, self.route.as_deref());
+        out.extend_from_slice(b",\"upstream\":");
+        str_or_null(out, self.upstream.as_deref());
+        out.extend_from_slice(b",\"endpoint\":");
+        match self.endpoint {
+            Some(addr) => socket_addr(out, addr),
+            None => null(out),
+        }
+        out.extend_from_slice(b",\"attempts\":");
+        number(out, self.attempts);
+        out.extend_from_slice(b",\"status\":");
+        number(out, self.status);
+        out.extend_from_slice(b",\"reason\":");
+        str_or_null(out, (!self.reason.is_empty()).then_some(self.reason));
+        out.extend_from_slice(b",\"rate_limit_policy\":");
+        str_or_null(out, self.rate_limit.as_ref().map(|(name, _)| &**name));
+        out.extend_from_slice(b",\"rate_limit_action\":");
+        str_or_null(out, self.rate_limit.as_ref().map(|(_, a)| a.as_str()));
+        out.extend_from_slice(b",\"bytes_in\":");
+        number(out, self.bytes_in);
+        out.extend_from_slice(b",\"bytes_out\":");
+        number(out, self.end.bytes_out);
+        out.extend_from_slice(b",\"duration_us\":");
+        number(
+            out,
+            u64::try_from(self.duration.as_micros()).unwrap_or(u64::MAX),
+        );
+        out.extend_from_slice(b",\"body_complete\":");
+        boolean(out, self.end.complete);
+        out.extend_from_slice(b",\"body_failed\":");
+        boolean(out, self.end.failed);
+        out.push(b'}');
     }
 }
 
@@ -124,37 +164,6 @@ impl RequestFacts {
     }
 }
 
-/// The JSON object, field by field (docs/access-log.md lists them in this order).
-#[derive(Serialize)]
-struct Line<'a> {
-    time: Rfc3339,
-    request_id: Option<Text<'a>>,
-    trace_id: Option<TraceId>,
-    client_ip: Option<IpAddr>,
-    peer: SocketAddr,
-    listener: Option<&'a str>,
-    method: Option<&'a str>,
-    host: Option<Text<'a>>,
-    path: Option<Target<'a>>,
-    protocol: Option<&'static str>,
-    user_agent: Option<Text<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    headers: Option<Headers<'a>>,
-    route: Option<&'a str>,
-    upstream: Option<&'a str>,
-    endpoint: Option<SocketAddr>,
-    attempts: u32,
-    status: u16,
-    reason: Option<&'static str>,
-    rate_limit_policy: Option<&'a str>,
-    rate_limit_action: Option<&'static str>,
-    bytes_in: u64,
-    bytes_out: u64,
-    duration_us: u64,
-    body_complete: bool,
-    body_failed: bool,
-}
-
 fn protocol(version: Version) -> &'static str {
     match version {
         Version::HTTP_09 => "HTTP/0.9",
@@ -166,82 +175,214 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
-/// Bytes from the client shown as a JSON string: UTF-8 as is, anything else replaced by
-/// U+FFFD (the serializer escapes quotes, backslashes and control characters).
-struct Text<'a>(&'a [u8]);
-
-impl fmt::Display for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&String::from_utf8_lossy(self.0))
-    }
+fn null(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"null");
 }
 
-impl Serialize for Text<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match std::str::from_utf8(self.0) {
-            Ok(text) => s.serialize_str(text),
-            Err(_) => s.collect_str(self),
+fn boolean(out: &mut Vec<u8>, value: bool) {
+    out.extend_from_slice(if value { b"true" } else { b"false" });
+}
+
+fn number(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+}
+
+/// A JSON string, or `null`.
+fn str_or_null(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(text) => {
+            out.push(b'"');
+            escaped(out, text);
+            out.push(b'"');
         }
+        None => null(out),
     }
 }
 
-/// 32 lowercase hex digits (W3C trace context).
-struct TraceId([u8; 16]);
-
-impl Serialize for TraceId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = [0u8; 32];
-        for (i, byte) in self.0.iter().enumerate() {
-            text[2 * i] = HEX[usize::from(byte >> 4)];
-            text[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+/// Bytes from the client as a JSON string (or `null`): UTF-8 as is, anything else replaced
+/// by U+FFFD.
+fn text_or_null(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        Some(bytes) => {
+            out.push(b'"');
+            lossy(out, bytes);
+            out.push(b'"');
         }
-        s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
+        None => null(out),
     }
 }
 
-/// The request target as received: path, then the query with redacted values replaced.
-struct Target<'a> {
-    uri: &'a Uri,
-    redact: &'a [String],
+/// The contents of a JSON string (no quotes) for bytes that may not be UTF-8.
+fn lossy(out: &mut Vec<u8>, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => escaped(out, text),
+        Err(_) => escaped(out, &String::from_utf8_lossy(bytes)),
+    }
 }
 
-impl fmt::Display for Target<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.uri.path())?;
-        let Some(query) = self.uri.query() else {
-            return Ok(());
+/// The contents of a JSON string (no quotes): runs of characters that need no escaping are
+/// copied as they are; `"`, `\` and control characters are escaped (RFC 8259, section 7).
+pub(super) fn escaped(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    loop {
+        let rest = bytes.get(run..).unwrap_or_default();
+        let at = run + clean_prefix(rest);
+        // The byte at `at` is ASCII, so `run..at` and `at + 1..` lie on character boundaries.
+        out.extend_from_slice(bytes.get(run..at).unwrap_or_default());
+        let Some(&byte) = bytes.get(at) else {
+            return;
         };
-        f.write_char('?')?;
-        if self.redact.is_empty() {
-            return f.write_str(query);
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]),
         }
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                f.write_char('&')?;
-            }
-            match pair.split_once('=') {
-                Some((name, _)) if redacted(name, self.redact) => {
-                    f.write_str(name)?;
-                    f.write_char('=')?;
-                    f.write_str(REDACTED)?;
-                }
-                _ => f.write_str(pair)?,
-            }
-        }
-        Ok(())
+        run = at + 1;
     }
 }
 
-impl Serialize for Target<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // The common cases are one borrowed string, without the formatting machinery.
-        match (self.uri.query(), self.uri.path_and_query()) {
-            (None, _) => s.serialize_str(self.uri.path()),
-            (Some(_), Some(target)) if self.redact.is_empty() => s.serialize_str(target.as_str()),
-            _ => s.collect_str(self),
+/// How many leading bytes need no escaping. Checks eight bytes at a time: a word has a byte
+/// to escape exactly when one of its bytes is below 0x20, `"` or `\` (the "has a zero
+/// byte" test on the word and on its XOR with each character).
+fn clean_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let needs = |word: u64| {
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word;
+        let is_quote = quote.wrapping_sub(ONES) & !quote;
+        let is_backslash = backslash.wrapping_sub(ONES) & !backslash;
+        (below_space | is_quote | is_backslash) & HIGH != 0
+    };
+    let clean = |byte: &u8| *byte >= 0x20 && *byte != b'"' && *byte != b'\\';
+    let mut done = 0;
+    for chunk in bytes.chunks_exact(8) {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        if needs(u64::from_le_bytes(word)) {
+            break;
+        }
+        done += 8;
+    }
+    let rest = bytes.get(done..).unwrap_or_default();
+    done + rest.iter().take_while(|b| clean(b)).count()
+}
+
+/// 32 lowercase hex digits (W3C trace context), quoted.
+fn trace_id(out: &mut Vec<u8>, id: [u8; 16]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'"'; 34];
+    for (i, byte) in id.iter().enumerate() {
+        text[1 + 2 * i] = HEX[usize::from(byte >> 4)];
+        text[2 + 2 * i] = HEX[usize::from(byte & 0xf)];
+    }
+    out.extend_from_slice(&text);
+}
+
+/// An address as its `Display` form shows it (no quotes).
+pub(super) fn ip_addr(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => v4_addr(out, v4, None),
+        // Rare: through the formatter. Writing into a `Vec` does not fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
         }
     }
+}
+
+/// A socket address as a JSON string, as its `Display` form shows it (`1.2.3.4:80`,
+/// `[::1]:80`, with a zone `%N` when it has one).
+pub(super) fn socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
+    out.push(b'"');
+    match addr {
+        SocketAddr::V4(v4) => v4_addr(out, *v4.ip(), Some(v4.port())),
+        // Rare: through the formatter. Writing into a `Vec` does not fail.
+        SocketAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+    out.push(b'"');
+}
+
+/// `a.b.c.d` (and `:port`), gathered on the stack and appended in one copy.
+fn v4_addr(out: &mut Vec<u8>, ip: Ipv4Addr, port: Option<u16>) {
+    // "255.255.255.255:65535" is 21 bytes.
+    let mut text = [0u8; 21];
+    let mut len = 0;
+    let mut push = |byte: u8| {
+        if let Some(slot) = text.get_mut(len) {
+            *slot = byte;
+            len += 1;
+        }
+    };
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            push(b'.');
+        }
+        decimal(&mut push, u32::from(octet));
+    }
+    if let Some(port) = port {
+        push(b':');
+        decimal(&mut push, u32::from(port));
+    }
+    out.extend_from_slice(text.get(..len).unwrap_or_default());
+}
+
+/// The decimal digits of `value` (below 100 000), without leading zeros.
+fn decimal(push: &mut impl FnMut(u8), value: u32) {
+    let mut started = false;
+    for place in [10_000, 1000, 100, 10] {
+        // A digit: below 10, so the cast keeps it whole.
+        let digit = (value / place % 10) as u8;
+        started |= digit != 0;
+        if started {
+            push(b'0' + digit);
+        }
+    }
+    push(b'0' + (value % 10) as u8);
+}
+
+/// The request target as received, quoted: path, then the query with redacted values
+/// replaced.
+fn target(out: &mut Vec<u8>, uri: &Uri, redact: &[String]) {
+    out.push(b'"');
+    match (uri.query(), uri.path_and_query()) {
+        (None, _) => escaped(out, uri.path()),
+        (Some(_), Some(target)) if redact.is_empty() => escaped(out, target.as_str()),
+        (Some(query), _) => {
+            escaped(out, uri.path());
+            out.push(b'?');
+            for (i, pair) in query.split('&').enumerate() {
+                if i > 0 {
+                    out.push(b'&');
+                }
+                match pair.split_once('=') {
+                    Some((name, _)) if redacted(name, redact) => {
+                        escaped(out, name);
+                        out.push(b'=');
+                        out.extend_from_slice(REDACTED.as_bytes());
+                    }
+                    _ => escaped(out, pair),
+                }
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 /// Whether query parameter `name` (as written, maybe percent-encoded) is one to redact.
@@ -258,48 +399,32 @@ pub(super) fn redacted(name: &str, redact: &[String]) -> bool {
 
 /// The `headers` object: every configured header the request carried, values of a repeated
 /// header joined by `, `.
-struct Headers<'a> {
-    names: &'a [http::HeaderName],
-    values: &'a [(usize, HeaderValue)],
-}
-
-impl Serialize for Headers<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        let mut rest = self.values;
-        while let Some(&(index, _)) = rest.first() {
-            let count = rest.iter().take_while(|(i, _)| *i == index).count();
-            let (same, after) = rest.split_at(count);
-            if let Some(name) = self.names.get(index) {
-                map.serialize_entry(name.as_str(), &Joined(same))?;
+fn headers(out: &mut Vec<u8>, names: &[http::HeaderName], values: &[(usize, HeaderValue)]) {
+    out.push(b'{');
+    let mut first = true;
+    let mut rest = values;
+    while let Some(&(index, _)) = rest.first() {
+        let count = rest.iter().take_while(|(i, _)| *i == index).count();
+        let (same, after) = rest.split_at(count);
+        if let Some(name) = names.get(index) {
+            if !first {
+                out.push(b',');
             }
-            rest = after;
-        }
-        map.end()
-    }
-}
-
-struct Joined<'a>(&'a [(usize, HeaderValue)]);
-
-impl fmt::Display for Joined<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (_, value)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
+            first = false;
+            out.push(b'"');
+            escaped(out, name.as_str());
+            out.extend_from_slice(b"\":\"");
+            for (i, (_, value)) in same.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                lossy(out, value.as_bytes());
             }
-            Text(value.as_bytes()).fmt(f)?;
+            out.push(b'"');
         }
-        Ok(())
+        rest = after;
     }
-}
-
-impl Serialize for Joined<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            [(_, one)] => Text(one.as_bytes()).serialize(s),
-            _ => s.collect_str(self),
-        }
-    }
+    out.push(b'}');
 }
 
 /// A time since the Unix epoch as RFC 3339 in UTC with microseconds:
@@ -310,7 +435,7 @@ pub(super) struct Rfc3339(pub Duration);
 const MAX_SECS: u64 = 253_402_300_799;
 
 impl Rfc3339 {
-    fn text(&self) -> [u8; 27] {
+    pub(super) fn text(&self) -> [u8; 27] {
         let (secs, micros) = if self.0.as_secs() > MAX_SECS {
             (MAX_SECS, 999_999)
         } else {
@@ -327,13 +452,6 @@ impl Rfc3339 {
         digits(&mut out[17..19], of_day % 60);
         digits(&mut out[20..26], micros);
         out
-    }
-}
-
-impl Serialize for Rfc3339 {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text = self.text();
-        s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
 

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::line::{redacted, Entry, Format, RequestFacts, Rfc3339};
+use super::line::{escaped, ip_addr, redacted, socket_addr, Entry, Format, RequestFacts, Rfc3339};
 use super::{AccessLog, Sample};
 use crate::config::schema::AccessLogConfig;
 use crate::telemetry::{BodyEnd, RateLimitAction};
@@ -66,7 +66,7 @@ fn plain() -> Format {
 /// The entry's line, parsed back (it must be one valid JSON object on one line).
 fn json_of(entry: &Entry, format: &Format) -> Value {
     let mut out = Vec::new();
-    assert!(entry.write_json(format, &mut out));
+    entry.write_json(format, &mut out);
     assert!(
         !out.contains(&b'\n'),
         "one line: {}",
@@ -140,7 +140,7 @@ fn every_field_in_order() {
         ]),
     };
     let mut out = Vec::new();
-    assert!(e.write_json(&format, &mut out));
+    e.write_json(&format, &mut out);
     let expected = json!({
         "time": "2023-11-14T22:13:20.123456Z",
         "request_id": "req-1",
@@ -229,6 +229,27 @@ fn odd_characters_in_path_host_and_headers_stay_valid_json() {
     assert_eq!(line["host"], "ev\"il\\host\t\u{fffd}\u{fffd}");
     assert_eq!(line["path"], "/a%22b/\\/{x}/\"q\"?k=%00&x=\\y`");
     assert_eq!(line["request_id"], "id\"\\\té");
+}
+
+#[test]
+fn config_names_and_ipv6_addresses_stay_valid_json() {
+    let mut e = entry(None);
+    e.listener = Some(Arc::from("pub\"lic\n"));
+    e.route = Some(Arc::from("r\\1\u{7}"));
+    e.upstream = Some(Arc::from("\u{e9}t\u{e9}"));
+    e.rate_limit = Some((Arc::from("p\t"), RateLimitAction::ShadowDenied));
+    e.client_ip = Some("2001:db8::7".parse().unwrap());
+    e.peer = "[::ffff:10.0.0.1]:443".parse().unwrap();
+    e.endpoint = Some("[fe80::1%3]:8080".parse().unwrap());
+    let line = json_of(&e, &plain());
+    assert_eq!(line["listener"], "pub\"lic\n");
+    assert_eq!(line["route"], "r\\1\u{7}");
+    assert_eq!(line["upstream"], "\u{e9}t\u{e9}");
+    assert_eq!(line["rate_limit_policy"], "p\t");
+    assert_eq!(line["rate_limit_action"], "shadow_denied");
+    assert_eq!(line["client_ip"], "2001:db8::7");
+    assert_eq!(line["peer"], "[::ffff:10.0.0.1]:443");
+    assert_eq!(line["endpoint"], "[fe80::1%3]:8080");
 }
 
 #[test]
@@ -334,11 +355,7 @@ fn humantime_micros(since_epoch: Duration) -> String {
 }
 
 fn rfc3339(since_epoch: Duration) -> String {
-    serde_json::to_value(Rfc3339(since_epoch))
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string()
+    String::from_utf8(Rfc3339(since_epoch).text().to_vec()).unwrap()
 }
 
 #[test]
@@ -360,6 +377,29 @@ fn timestamps_match_a_reference_implementation() {
 }
 
 proptest! {
+    /// The hand-written escaping gives what serde_json gives, for any text (control
+    /// characters, quotes, backslashes, any Unicode).
+    #[test]
+    fn escaping_agrees_with_serde_json(text in any::<String>(), controls in "[\\x00-\\x1f\"\\\\a-z\u{e9}\u{2028}]{0,40}") {
+        for text in [text, controls] {
+            let mut out = vec![b'"'];
+            escaped(&mut out, &text);
+            out.push(b'"');
+            prop_assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&text).unwrap());
+        }
+    }
+
+    /// Addresses are written as their `Display` form shows them.
+    #[test]
+    fn addresses_agree_with_display(ip in any::<std::net::IpAddr>(), addr in any::<SocketAddr>()) {
+        let mut out = Vec::new();
+        ip_addr(&mut out, ip);
+        prop_assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        let mut out = Vec::new();
+        socket_addr(&mut out, addr);
+        prop_assert_eq!(String::from_utf8(out).unwrap(), format!("\"{addr}\""));
+    }
+
     #[test]
     fn timestamps_agree_with_humantime(micros in 0u64..253_402_300_800_000_000) {
         let d = Duration::from_micros(micros);
@@ -478,7 +518,7 @@ async fn cost_of_recording_and_of_formatting() {
     let started = Instant::now();
     for _ in 0..N {
         out.clear();
-        assert!(e.write_json(&format, &mut out));
+        e.write_json(&format, &mut out);
     }
     let formatting = started.elapsed() / N;
     println!(

@@ -144,9 +144,7 @@ impl Output {
 
     fn write(&mut self, entry: &Entry) -> bool {
         self.line.clear();
-        if !entry.write_json(&self.format, &mut self.line) {
-            return false;
-        }
+        entry.write_json(&self.format, &mut self.line);
         self.line.push(b'\n');
         let result = self.inner.write_all(&self.line);
         self.dirty_since.get_or_insert_with(Instant::now);
