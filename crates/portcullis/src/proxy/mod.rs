@@ -73,12 +73,12 @@ pub async fn handle(
     let request_id = headers::ensure_request_id(&mut parts.headers);
     let telemetry = &ds.shared.telemetry;
     let mut record = Record::new(arrived, &ds);
-    if telemetry.wants_head() {
+    if let Some(tracer) = &telemetry.tracer {
+        record.span = tracer.start(&parts);
+    }
+    if telemetry.wants_head(&record) {
         record.request_id = Some(request_id.clone());
         record.head = Some(telemetry.head(&parts));
-        if let Some(tracer) = &telemetry.tracer {
-            record.span = tracer.start(&parts);
-        }
     }
 
     let mut limits = RateLimitState::default();

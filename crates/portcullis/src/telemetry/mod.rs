@@ -58,9 +58,10 @@ impl Telemetry {
         self.metrics.is_some() || self.access_log.is_some() || self.tracer.is_some()
     }
 
-    /// Whether a sink needs the request's method, URI, host and version.
-    pub fn wants_head(&self) -> bool {
-        self.access_log.is_some() || self.tracer.is_some()
+    /// Whether a sink needs the request's id, method, URI, host and version: the access log
+    /// always, the tracer only for a sampled request (its span's attributes).
+    pub fn wants_head(&self, record: &Record) -> bool {
+        self.access_log.is_some() || record.span.as_ref().is_some_and(|s| s.is_sampled())
     }
 
     /// The request's head for the sinks, with the headers the access log logs.

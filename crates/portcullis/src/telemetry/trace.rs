@@ -3,26 +3,33 @@
 //! parent-based ratio sampling, and export over OTLP (`trace::export`).
 //!
 //! Every request gets a trace context, sampled or not, so that it can be propagated and
-//! logged; attributes are built only for sampled (recording) spans. `docs/tracing.md` lists
-//! the spans and their attributes.
+//! logged; attributes are built only for sampled (recording) spans. The SDK builds only the
+//! spans it may record (sampled, or children of a caller's context): a new trace that is not
+//! sampled, and the attempts of an unsampled request, are a context made here, so that the
+//! 99 % of requests a low ratio leaves out stay cheap. `docs/tracing.md` lists the spans and
+//! their attributes.
 
 mod export;
+mod ids;
+mod propagation;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, StatusCode, Version};
-use opentelemetry::propagation::{Injector, TextMapPropagator};
+use http::{Method, StatusCode, Version};
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::Span as _;
 use opentelemetry::trace::{
-    SpanBuilder, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState,
+    Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue, Value};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+use opentelemetry_sdk::trace::{
+    Sampler, SamplingDecision, SdkTracer, SdkTracerProvider, ShouldSample, Span,
+};
 use opentelemetry_sdk::Resource;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +41,7 @@ use crate::runtime::Runtime;
 use crate::upstream::Endpoint;
 
 use export::ExportStats;
+use propagation::{Outgoing, TRACEPARENT};
 
 /// Attribute names: the OpenTelemetry HTTP semantic conventions, then portcullis' own.
 mod attr {
@@ -69,9 +77,6 @@ mod attr {
 /// `error.type` of a response body that broke off (the upstream, or the idle timeout).
 const RESPONSE_BODY_FAILED: &str = "response_body_failed";
 
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-
 /// The process's tracer: spans are started here and exported by a background task.
 #[derive(Debug)]
 pub struct Tracer {
@@ -88,21 +93,28 @@ pub struct Tracer {
 #[derive(Debug)]
 struct Inner {
     tracer: SdkTracer,
+    /// The decision for a new trace: the provider's sampler without its parent-based part.
+    root_sampler: Sampler,
     propagator: TraceContextPropagator,
 }
 
-/// The trace context of one request, and its span when sampled.
+/// The trace context of one request, and its span when the SDK built one.
 #[derive(Debug)]
-pub struct RequestSpan {
-    span: Span,
-    inner: Arc<Inner>,
+pub struct RequestSpan(Request);
+
+#[derive(Debug)]
+enum Request {
+    /// Built by the SDK: a sampled request, or the child of a caller's trace context (boxed:
+    /// an SDK span is large, and the record carrying it moves).
+    Sdk { span: Box<Span>, inner: Arc<Inner> },
+    /// A new trace that is not sampled: its context only (what the SDK's span would hold).
+    Unsampled(SpanContext),
 }
 
-/// The span of one upstream attempt; ended with the attempt's result.
+/// The span of one upstream attempt (`None` for an unsampled one: nothing to record or
+/// end); ended with the attempt's result.
 #[derive(Debug)]
-pub struct AttemptSpan {
-    span: Span,
-}
+pub struct AttemptSpan(Option<Span>);
 
 impl Tracer {
     /// The tracer `config` asks for (`None` without an OTLP endpoint). Starts the exporter
@@ -133,7 +145,8 @@ impl Tracer {
         let ratio = Sampler::TraceIdRatioBased(config.sampling_ratio);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(queue)
-            .with_sampler(Sampler::ParentBased(Box::new(ratio)))
+            .with_sampler(Sampler::ParentBased(Box::new(ratio.clone())))
+            .with_id_generator(ids::Ids)
             .with_resource(resource)
             .build();
         let scope = InstrumentationScope::builder("portcullis")
@@ -143,6 +156,7 @@ impl Tracer {
         Ok(Some(Tracer {
             inner: Arc::new(Inner {
                 tracer,
+                root_sampler: ratio,
                 propagator: TraceContextPropagator::new(),
             }),
             provider,
@@ -190,22 +204,51 @@ impl Tracer {
     /// Starts the request's span: a child of the incoming `traceparent` (sampled as it
     /// says), or the root of a new trace (sampled at the configured ratio).
     pub fn start(&self, parts: &http::request::Parts) -> Option<RequestSpan> {
-        let parent = self
-            .inner
-            .propagator
-            .extract_with_context(&Context::new(), &HeaderExtractor(&parts.headers));
         let name = known_method(&parts.method).unwrap_or("HTTP");
-        let builder = SpanBuilder::from_name(name).with_kind(SpanKind::Server);
-        let span = self.inner.tracer.build_with_context(builder, &parent);
-        Some(RequestSpan {
-            span,
-            inner: Arc::clone(&self.inner),
-        })
+        let builder = || SpanBuilder::from_name(name).with_kind(SpanKind::Server);
+        let inner = &self.inner;
+        let request = if parts.headers.contains_key(TRACEPARENT) {
+            let parent = inner
+                .propagator
+                .extract_with_context(&Context::new(), &HeaderExtractor(&parts.headers));
+            let span = Box::new(inner.tracer.build_with_context(builder(), &parent));
+            Request::Sdk {
+                span,
+                inner: Arc::clone(inner),
+            }
+        } else {
+            // A new trace: decided here on the trace id, as the SDK's sampler would, and
+            // handed to the SDK (with that id) only when sampled.
+            let trace_id = ids::trace_id();
+            let decision = inner
+                .root_sampler
+                .should_sample(None, trace_id, name, &SpanKind::Server, &[], &[])
+                .decision;
+            if decision == SamplingDecision::RecordAndSample {
+                let root = Context::new();
+                let span = ids::with_trace_id(trace_id, || {
+                    Box::new(inner.tracer.build_with_context(builder(), &root))
+                });
+                Request::Sdk {
+                    span,
+                    inner: Arc::clone(inner),
+                }
+            } else {
+                Request::Unsampled(SpanContext::new(
+                    trace_id,
+                    ids::span_id(),
+                    TraceFlags::default(),
+                    false,
+                    TraceState::NONE,
+                ))
+            }
+        };
+        Some(RequestSpan(request))
     }
 
     /// Ends the request's span with what the record says about the request.
     pub fn finish(&self, runtime: &Runtime, record: &mut Record, end: &BodyEnd) {
-        let Some(RequestSpan { mut span, .. }) = record.span.take() else {
+        let Some(RequestSpan(Request::Sdk { mut span, .. })) = record.span.take() else {
             return;
         };
         if span.is_recording() {
@@ -218,13 +261,20 @@ impl Tracer {
 impl RequestSpan {
     /// The request's W3C trace id, sampled or not (for the access log).
     pub fn trace_id(&self) -> Option<[u8; 16]> {
-        let context = self.span.span_context();
+        let context = self.context();
         context.is_valid().then(|| context.trace_id().to_bytes())
     }
 
     /// Whether the request's span is recorded (and will be exported).
     pub fn is_sampled(&self) -> bool {
-        self.span.span_context().is_sampled()
+        self.context().is_sampled()
+    }
+
+    fn context(&self) -> &SpanContext {
+        match &self.0 {
+            Request::Sdk { span, .. } => span.span_context(),
+            Request::Unsampled(context) => context,
+        }
     }
 
     /// Starts the span of attempt number `attempt` (0: the first) of the request to
@@ -238,14 +288,25 @@ impl RequestSpan {
         endpoint: &Endpoint,
         attempt: u32,
     ) -> AttemptSpan {
-        let parent = Context::new().with_remote_span_context(self.span.span_context().clone());
+        let (parent, inner) = match &self.0 {
+            Request::Sdk { span, inner } if span.span_context().is_sampled() => {
+                (span.span_context(), inner)
+            }
+            Request::Sdk { span, .. } => return unsampled_attempt(span.span_context(), head),
+            Request::Unsampled(context) => return unsampled_attempt(context, head),
+        };
+        let parent = Context::new().with_remote_span_context(parent.clone());
         let name = known_method(&head.method).unwrap_or("HTTP");
         let builder = SpanBuilder::from_name(name).with_kind(SpanKind::Client);
-        let mut span = self.inner.tracer.build_with_context(builder, &parent);
-        let context = Context::new().with_remote_span_context(span.span_context().clone());
-        self.inner
-            .propagator
-            .inject_context(&context, &mut TraceHeaders(&mut head.headers));
+        let mut span = inner.tracer.build_with_context(builder, &parent);
+        let context = span.span_context();
+        let outgoing = Outgoing {
+            trace_id: context.trace_id(),
+            span_id: context.span_id(),
+            sampled: context.is_sampled(),
+            state: context.trace_state(),
+        };
+        propagation::inject(&outgoing, &mut head.headers);
         if span.is_recording() {
             let addr = endpoint.addr;
             let mut attributes = vec![
@@ -267,30 +328,49 @@ impl RequestSpan {
             }
             span.set_attributes(attributes);
         }
-        AttemptSpan { span }
+        AttemptSpan(Some(span))
     }
+}
+
+/// The attempt of an unsampled request: no span, only a context for the upstream (what the
+/// SDK would give a child it does not sample: the parent's trace id and trace state, a new
+/// span id, no flags).
+fn unsampled_attempt(parent: &SpanContext, head: &mut http::request::Parts) -> AttemptSpan {
+    if parent.is_valid() {
+        let outgoing = Outgoing {
+            trace_id: parent.trace_id(),
+            span_id: ids::span_id(),
+            sampled: false,
+            state: parent.trace_state(),
+        };
+        propagation::inject(&outgoing, &mut head.headers);
+    }
+    AttemptSpan(None)
 }
 
 impl AttemptSpan {
     /// Ends the span with the attempt's response head, or the error that ended it. A
     /// response of 400 or more, or no response, marks the span as an error.
-    pub fn end<B>(mut self, result: Result<&http::Response<B>, &ProxyError>) {
-        if self.span.is_recording() {
+    pub fn end<B>(self, result: Result<&http::Response<B>, &ProxyError>) {
+        let Some(mut span) = self.0 else {
+            return;
+        };
+        if span.is_recording() {
             match result {
                 Ok(response) => {
                     let status = response.status();
-                    self.span.set_attributes([
+                    span.set_attributes([
                         KeyValue::new(attr::STATUS, i64::from(status.as_u16())),
                         KeyValue::new(attr::PROTOCOL_VERSION, protocol_version(response.version())),
                     ]);
                     if status.as_u16() >= 400 {
-                        status_error(&mut self.span, status.as_str().to_string());
+                        status_error(&mut span, status.as_str().to_string());
                     }
                 }
-                Err(err) => status_error(&mut self.span, err.status_and_reason().1.to_string()),
+                Err(err) => status_error(&mut span, err.status_and_reason().1.to_string()),
             }
         }
-        self.span.end();
+        span.end();
     }
 }
 
@@ -459,31 +539,39 @@ fn split_host(authority: &str) -> Option<(String, Option<u16>)> {
     Some((host.to_string(), authority.port_u16()))
 }
 
-/// Writes the propagator's fields into an attempt's headers: static header names, the
-/// value's buffer reused, and an empty `tracestate` removed rather than sent.
-struct TraceHeaders<'a>(&'a mut HeaderMap);
-
-impl Injector for TraceHeaders<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        let name = match key {
-            "traceparent" => TRACEPARENT,
-            "tracestate" => TRACESTATE,
-            other => match HeaderName::from_bytes(other.as_bytes()) {
-                Ok(name) => name,
-                Err(_) => return,
-            },
-        };
-        if value.is_empty() {
-            self.0.remove(name);
-        } else if let Ok(value) = HeaderValue::try_from(value) {
-            self.0.insert(name, value);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new trace is sampled on its own trace id, as `TraceIdRatioBased` decides (the
+    /// lower 64 bits, shifted right once, below ratio × 2^63), and a sampled one keeps the id
+    /// the decision was made on when the SDK builds its span.
+    #[tokio::test]
+    async fn new_traces_are_sampled_on_their_trace_id() {
+        let config = TracingConfig {
+            otlp: Some(crate::config::schema::OtlpConfig {
+                endpoint: "http://127.0.0.1:9".into(),
+                timeout: Duration::from_millis(100),
+                headers: Default::default(),
+            }),
+            sampling_ratio: 0.5,
+            ..TracingConfig::default()
+        };
+        let tracer = Tracer::from_config(&config).unwrap().unwrap();
+        let (parts, ()) = http::Request::new(()).into_parts();
+        let bound = (0.5 * (1u64 << 63) as f64) as u64;
+        let mut sampled = 0;
+        for _ in 0..400 {
+            let span = tracer.start(&parts).unwrap();
+            let id = span.trace_id().unwrap();
+            let low = u64::from_be_bytes(id[8..].try_into().unwrap());
+            assert_eq!(span.is_sampled(), low >> 1 < bound, "{id:02x?}");
+            assert_eq!(span.is_sampled(), matches!(span.0, Request::Sdk { .. }));
+            sampled += usize::from(span.is_sampled());
+        }
+        assert!((100..300).contains(&sampled), "{sampled} of 400 sampled");
+        tracer.shutdown().await;
+    }
 
     #[test]
     fn hosts_split_into_address_and_port() {
@@ -535,23 +623,6 @@ mod tests {
         assert_eq!(
             server_error(StatusCode::OK, "", &aborted).as_deref(),
             Some("downstream_aborted")
-        );
-    }
-
-    #[test]
-    fn empty_tracestate_is_removed_not_sent() {
-        let mut headers = HeaderMap::new();
-        headers.insert(TRACESTATE, HeaderValue::from_static("stale=1"));
-        let mut injector = TraceHeaders(&mut headers);
-        injector.set(
-            "traceparent",
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
-        );
-        injector.set("tracestate", String::new());
-        assert!(headers.get(TRACESTATE).is_none());
-        assert_eq!(
-            headers.get(TRACEPARENT).map(|v| v.as_bytes()),
-            Some(&b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"[..])
         );
     }
 }
