@@ -8,6 +8,7 @@
 #   bash bench/instructions.sh            # builds release first
 #   bash bench/instructions.sh --no-build
 #   SCENARIO=ratelimit bash bench/instructions.sh --no-build
+#                         # nginx runs bench/nginx/proxy-SCENARIO.conf when it exists
 #   KEEP_CG=/tmp/cg bash bench/instructions.sh --no-build   # keep the callgrind outputs
 #                                                            # (callgrind_annotate FILE)
 #
@@ -109,7 +110,9 @@ echo "|---|---:|---:|---:|"
 
 NGINX_PORT=$(free_port)
 mkdir -p "$WORK/px/tmp"
-render "$BENCH/nginx/proxy.conf" "$WORK/px/nginx.conf" PREFIX="$WORK/px" LISTEN_ADDR="$HOST:$NGINX_PORT" ORIGIN_ADDR="$HOST:$ORIGIN_PORT"
+NGINX_CONF=$BENCH/nginx/proxy-$SCENARIO.conf
+[[ -f $NGINX_CONF ]] || NGINX_CONF=$BENCH/nginx/proxy.conf
+render "$NGINX_CONF" "$WORK/px/nginx.conf" PREFIX="$WORK/px" LISTEN_ADDR="$HOST:$NGINX_PORT" ORIGIN_ADDR="$HOST:$ORIGIN_PORT"
 measure nginx "$NGINX_PORT" nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -g 'daemon off; master_process off;'
 
 GW_PORT=$(free_port)
