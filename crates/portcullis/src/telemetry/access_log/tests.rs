@@ -444,40 +444,27 @@ proptest! {
     }
 }
 
-/// The cost of the request path's part (`AccessLog::record`: sampling, formatting the line,
-/// appending it to the chunk) against the cost of formatting alone.
-/// Run: `cargo test --release -p portcullis --lib access_log::tests::cost -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a measurement, not a check"]
-async fn cost_of_recording_and_of_formatting() {
-    use crate::telemetry::{BytesIn, Head, Record};
-    use tokio::time::Instant;
-
-    const N: u32 = 200_000;
+/// A runtime with listener `main`, upstream `app` and route `app`.
+fn one_route_runtime() -> crate::runtime::Runtime {
     let yaml = "listeners: [{ name: main, address: \"127.0.0.1:0\" }]\n\
                 upstreams: [{ name: app, endpoints: [{ address: \"127.0.0.1:9\" }] }]\n\
                 routes: [{ name: app, action: { proxy: { upstream: app } } }]\n";
     let config = crate::config::parse(yaml).unwrap();
-    let runtime =
-        crate::runtime::Runtime::compile(&config, &crate::policy::ratelimit::Registry::new())
-            .unwrap();
-    let log = AccessLog::from_config(&AccessLogConfig {
-        enabled: true,
-        output: "/dev/null".into(),
-        buffer: 1 << 20,
-        ..AccessLogConfig::default()
-    })
-    .unwrap()
-    .unwrap();
+    crate::runtime::Runtime::compile(&config, &crate::policy::ratelimit::Registry::new()).unwrap()
+}
+
+/// A successful request through `one_route_runtime`'s route.
+fn proxied_record(request_id: &str) -> crate::telemetry::Record {
+    use crate::telemetry::{BytesIn, Record};
     let parts = http::Request::get("http://api.example.com/v1/items/42?page=2")
         .header("user-agent", "bench/1.0")
         .body(())
         .unwrap()
         .into_parts()
         .0;
-    let record = Record {
-        arrived: Instant::now(),
-        request_id: Some(HeaderValue::from_static("0f1e2d3c4b5a69788796a5b4c3d2e1f0")),
+    Record {
+        arrived: tokio::time::Instant::now(),
+        request_id: Some(HeaderValue::from_str(request_id).unwrap()),
         listener: 0,
         peer: peer(),
         client_ip: Some("10.1.2.3".parse().unwrap()),
@@ -491,7 +478,87 @@ async fn cost_of_recording_and_of_formatting() {
         status: http::StatusCode::OK,
         bytes_in: BytesIn::Known(0),
         span: None,
+    }
+}
+
+/// Threads recording at the same time append whole lines: every line written is one valid
+/// JSON object, and each thread's lines arrive complete and in the order it recorded them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_records_append_whole_lines() {
+    const THREADS: usize = 4;
+    const EACH: usize = 500;
+    let dir = std::env::temp_dir().join(format!("portcullis-al-conc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("concurrent.log");
+    let log = AccessLog::from_config(&AccessLogConfig {
+        enabled: true,
+        output: path.display().to_string(),
+        buffer: THREADS * EACH,
+        ..AccessLogConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    let runtime = one_route_runtime();
+    let end = BodyEnd {
+        bytes_out: 1,
+        complete: true,
+        failed: false,
     };
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (log, runtime) = (&log, &runtime);
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    log.record(runtime, &proxied_record(&format!("t{t}-{i}")), &end);
+                }
+            });
+        }
+    });
+    assert!(log.flush(Duration::from_secs(10)).await);
+    assert_eq!(
+        (log.written(), log.dropped(), log.failed()),
+        ((THREADS * EACH) as u64, 0, 0)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut next = [0; THREADS];
+    for line in text.lines() {
+        let value: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("invalid JSON line ({e}): {line}"));
+        assert_eq!(value["route"], "app");
+        let id = value["request_id"].as_str().unwrap();
+        let (t, i) = id[1..].split_once('-').unwrap();
+        let t: usize = t.parse().unwrap();
+        assert_eq!(
+            i.parse::<usize>().unwrap(),
+            next[t],
+            "thread {t}'s lines in order"
+        );
+        next[t] += 1;
+    }
+    assert_eq!(next, [EACH; THREADS]);
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The cost of the request path's part (`AccessLog::record`: sampling, formatting the line,
+/// appending it to the chunk) against the cost of formatting alone.
+/// Run: `cargo test --release -p portcullis --lib access_log::tests::cost -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore = "a measurement, not a check"]
+async fn cost_of_recording_and_of_formatting() {
+    use tokio::time::Instant;
+
+    const N: u32 = 200_000;
+    let runtime = one_route_runtime();
+    let log = AccessLog::from_config(&AccessLogConfig {
+        enabled: true,
+        output: "/dev/null".into(),
+        buffer: 1 << 20,
+        ..AccessLogConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    let record = proxied_record("0f1e2d3c4b5a69788796a5b4c3d2e1f0");
     let end = BodyEnd {
         bytes_out: 1234,
         complete: true,
