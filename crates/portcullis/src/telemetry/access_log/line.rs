@@ -200,6 +200,10 @@ fn text_or_null(out: &mut Vec<u8>, value: Option<&[u8]>) {
 
 /// The contents of a JSON string (no quotes) for bytes that may not be UTF-8.
 fn lossy(out: &mut Vec<u8>, bytes: &[u8]) {
+    // ASCII (the usual case) is UTF-8 already; the check is cheaper than UTF-8 validation.
+    if bytes.is_ascii() {
+        return escaped_bytes(out, bytes);
+    }
     match std::str::from_utf8(bytes) {
         Ok(text) => escaped(out, text),
         Err(_) => escaped(out, &String::from_utf8_lossy(bytes)),
@@ -209,12 +213,19 @@ fn lossy(out: &mut Vec<u8>, bytes: &[u8]) {
 /// The contents of a JSON string (no quotes): runs of characters that need no escaping are
 /// copied as they are; `"`, `\` and control characters are escaped (RFC 8259, section 7).
 pub(super) fn escaped(out: &mut Vec<u8>, text: &str) {
+    escaped_bytes(out, text.as_bytes());
+}
+
+/// `escaped` for bytes that are UTF-8 (the output is UTF-8 exactly when the input is).
+fn escaped_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = text.as_bytes();
+    // Most strings need no escaping at all: one check, one copy.
+    let mut at = clean_prefix(bytes);
+    if at == bytes.len() {
+        return out.extend_from_slice(bytes);
+    }
     let mut run = 0;
     loop {
-        let rest = bytes.get(run..).unwrap_or_default();
-        let at = run + clean_prefix(rest);
         // The byte at `at` is ASCII, so `run..at` and `at + 1..` lie on character boundaries.
         out.extend_from_slice(bytes.get(run..at).unwrap_or_default());
         let Some(&byte) = bytes.get(at) else {
@@ -238,6 +249,7 @@ pub(super) fn escaped(out: &mut Vec<u8>, text: &str) {
             ]),
         }
         run = at + 1;
+        at = run + clean_prefix(bytes.get(run..).unwrap_or_default());
     }
 }
 
