@@ -1,62 +1,49 @@
-//! One access log line: the facts of a finished request (`Entry`, owned, so that the writer
-//! thread formats it and the request path only copies reference-counted handles) and their
-//! JSON form (`Entry::write_json`), written straight into the writer's reused buffer.
+//! One access log line: the facts of a finished request (`Entry`, a view borrowing them
+//! from the request's `Record` and the runtime, so nothing is copied to build it) and their
+//! JSON form (`Entry::write_json`), written straight into the caller's reused buffer.
 //!
 //! The line is written by hand, not through serde: its schema is fixed, and serde_json's
 //! generic path (a `Serializer` call per field, small writes, `Display` for addresses,
-//! escaping per fragment) cost about 10,000 instructions per line, against about 2,100 for
+//! escaping per fragment) cost about 10,000 instructions per line, against about 2,300 for
 //! the writer here (measured with `bench/instructions.sh`, docs/access-log.md). Every string
 //! from the client or the config goes through `escaped`, so the line is valid JSON
 //! whatever it holds; the unit tests parse it back with serde_json.
 
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Uri, Version};
+use http::{HeaderValue, Uri, Version};
 
-use crate::telemetry::{BodyEnd, RateLimitAction};
+use crate::telemetry::{BodyEnd, Head, RateLimitAction};
 
 /// What replaces a redacted query parameter or header value.
 pub const REDACTED: &str = "REDACTED";
 
-/// The facts of one finished request, as the writer thread receives them.
+/// The facts of one finished request, borrowed for as long as its line is formatted.
 #[derive(Debug)]
-pub(super) struct Entry {
+pub(super) struct Entry<'a> {
     /// Wall-clock arrival time, since the Unix epoch.
     pub arrival: Duration,
     /// From arrival to the end of the response body.
     pub duration: Duration,
-    pub request_id: Option<HeaderValue>,
+    pub request_id: Option<&'a HeaderValue>,
     pub trace_id: Option<[u8; 16]>,
     pub client_ip: Option<IpAddr>,
     pub peer: SocketAddr,
-    pub listener: Option<Arc<str>>,
+    pub listener: Option<&'a str>,
     /// The request line and headers as received; absent only if the pipeline kept no head.
-    pub request: Option<RequestFacts>,
-    pub route: Option<Arc<str>>,
-    pub upstream: Option<Arc<str>>,
+    /// `logged_headers` are in list order, redacted values already replaced.
+    pub request: Option<&'a Head>,
+    pub route: Option<&'a str>,
+    pub upstream: Option<&'a str>,
     pub endpoint: Option<SocketAddr>,
     pub attempts: u32,
     pub reason: &'static str,
-    pub rate_limit: Option<(Arc<str>, RateLimitAction)>,
+    pub rate_limit: Option<(&'a str, RateLimitAction)>,
     pub status: u16,
     pub bytes_in: u64,
     pub end: BodyEnd,
-}
-
-/// The parts of the request head a line shows.
-#[derive(Debug)]
-pub(super) struct RequestFacts {
-    pub method: Method,
-    pub uri: Uri,
-    pub host: Option<HeaderValue>,
-    pub version: Version,
-    pub user_agent: Option<HeaderValue>,
-    /// `(index in the configured header list, value)`, in list order; redacted values are
-    /// already replaced.
-    pub headers: Vec<(usize, HeaderValue)>,
 }
 
 /// How lines are formatted: what to redact and which headers are logged.
@@ -69,15 +56,15 @@ pub(super) struct Format {
     pub headers: Option<Vec<http::HeaderName>>,
 }
 
-impl Entry {
+impl Entry<'_> {
     /// Appends the JSON object (no newline) to `out`, field by field in the documented
     /// order (docs/access-log.md).
     pub fn write_json(&self, format: &Format, out: &mut Vec<u8>) {
-        let request = self.request.as_ref();
+        let request = self.request;
         out.extend_from_slice(b"{\"time\":\"");
         out.extend_from_slice(&Rfc3339(self.arrival).text());
         out.extend_from_slice(b"\",\"request_id\":");
-        text_or_null(out, self.request_id.as_ref().map(HeaderValue::as_bytes));
+        text_or_null(out, self.request_id.map(HeaderValue::as_bytes));
         out.extend_from_slice(b",\"trace_id\":");
         match self.trace_id {
             Some(id) => trace_id(out, id),
@@ -95,11 +82,11 @@ impl Entry {
         out.extend_from_slice(b",\"peer\":");
         socket_addr(out, self.peer);
         out.extend_from_slice(b",\"listener\":");
-        str_or_null(out, self.listener.as_deref());
+        str_or_null(out, self.listener);
         out.extend_from_slice(b",\"method\":");
         str_or_null(out, request.map(|r| r.method.as_str()));
         out.extend_from_slice(b",\"host\":");
-        text_or_null(out, request.and_then(RequestFacts::host));
+        text_or_null(out, request.and_then(host));
         out.extend_from_slice(b",\"path\":");
         match request {
             Some(r) => target(out, &r.uri, &format.redact_query),
@@ -116,12 +103,12 @@ impl Entry {
         );
         if let Some(names) = &format.headers {
             out.extend_from_slice(b",\"headers\":");
-            headers(out, names, request.map_or(&[], |r| &r.headers));
+            headers(out, names, request.map_or(&[], |r| &r.logged_headers));
         }
         out.extend_from_slice(b",\"route\":");
-        str_or_null(out, self.route.as_deref());
+        str_or_null(out, self.route);
         out.extend_from_slice(b",\"upstream\":");
-        str_or_null(out, self.upstream.as_deref());
+        str_or_null(out, self.upstream);
         out.extend_from_slice(b",\"endpoint\":");
         match self.endpoint {
             Some(addr) => socket_addr(out, addr),
@@ -134,9 +121,9 @@ impl Entry {
         out.extend_from_slice(b",\"reason\":");
         str_or_null(out, (!self.reason.is_empty()).then_some(self.reason));
         out.extend_from_slice(b",\"rate_limit_policy\":");
-        str_or_null(out, self.rate_limit.as_ref().map(|(name, _)| &**name));
+        str_or_null(out, self.rate_limit.map(|(name, _)| name));
         out.extend_from_slice(b",\"rate_limit_action\":");
-        str_or_null(out, self.rate_limit.as_ref().map(|(_, a)| a.as_str()));
+        str_or_null(out, self.rate_limit.map(|(_, a)| a.as_str()));
         out.extend_from_slice(b",\"bytes_in\":");
         number(out, self.bytes_in);
         out.extend_from_slice(b",\"bytes_out\":");
@@ -154,13 +141,12 @@ impl Entry {
     }
 }
 
-impl RequestFacts {
-    /// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`.
-    fn host(&self) -> Option<&[u8]> {
-        match self.uri.authority() {
-            Some(authority) => Some(authority.as_str().as_bytes()),
-            None => self.host.as_ref().map(HeaderValue::as_bytes),
-        }
+/// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`, as
+/// bytes (`Head::host` leaves out a `Host` that is not text; the line shows it lossily).
+fn host(head: &Head) -> Option<&[u8]> {
+    match head.uri.authority() {
+        Some(authority) => Some(authority.as_str().as_bytes()),
+        None => head.host.as_ref().map(HeaderValue::as_bytes),
     }
 }
 
@@ -214,6 +200,10 @@ fn text_or_null(out: &mut Vec<u8>, value: Option<&[u8]>) {
 
 /// The contents of a JSON string (no quotes) for bytes that may not be UTF-8.
 fn lossy(out: &mut Vec<u8>, bytes: &[u8]) {
+    // ASCII (the usual case) is UTF-8 already; the check is cheaper than UTF-8 validation.
+    if bytes.is_ascii() {
+        return escaped_bytes(out, bytes);
+    }
     match std::str::from_utf8(bytes) {
         Ok(text) => escaped(out, text),
         Err(_) => escaped(out, &String::from_utf8_lossy(bytes)),
@@ -223,12 +213,19 @@ fn lossy(out: &mut Vec<u8>, bytes: &[u8]) {
 /// The contents of a JSON string (no quotes): runs of characters that need no escaping are
 /// copied as they are; `"`, `\` and control characters are escaped (RFC 8259, section 7).
 pub(super) fn escaped(out: &mut Vec<u8>, text: &str) {
+    escaped_bytes(out, text.as_bytes());
+}
+
+/// `escaped` for bytes that are UTF-8 (the output is UTF-8 exactly when the input is).
+fn escaped_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = text.as_bytes();
+    // Most strings need no escaping at all: one check, one copy.
+    let mut at = clean_prefix(bytes);
+    if at == bytes.len() {
+        return out.extend_from_slice(bytes);
+    }
     let mut run = 0;
     loop {
-        let rest = bytes.get(run..).unwrap_or_default();
-        let at = run + clean_prefix(rest);
         // The byte at `at` is ASCII, so `run..at` and `at + 1..` lie on character boundaries.
         out.extend_from_slice(bytes.get(run..at).unwrap_or_default());
         let Some(&byte) = bytes.get(at) else {
@@ -252,6 +249,7 @@ pub(super) fn escaped(out: &mut Vec<u8>, text: &str) {
             ]),
         }
         run = at + 1;
+        at = run + clean_prefix(bytes.get(run..).unwrap_or_default());
     }
 }
 

@@ -1,19 +1,22 @@
-//! JSON access logs: one line per request, written by a dedicated thread so that the
-//! request path never waits for the output (`docs/access-log.md`).
+//! JSON access logs: one line per request, formatted by the request's own thread and
+//! written out by a dedicated thread, so that the request path never waits for the output
+//! (`docs/access-log.md`).
 //!
-//! The request path (`AccessLog::record`) decides sampling, copies the request's facts
-//! (reference-counted handles, no formatting) into an `Entry` and pushes it into a bounded
-//! buffer without blocking; a full buffer drops the line and counts it. The writer thread
-//! (`writer`) formats entries as JSON (`line`) and writes them out.
+//! The request path (`AccessLog::record`) decides sampling, formats the line (`line`) from
+//! the borrowed `Record` into a reused thread-local buffer and appends it to the shared
+//! `Chunk` under a lock held only for that copy; a chunk holding `buffer` lines drops the
+//! line and counts it. The writer thread (`writer`) swaps the chunk for an empty one every
+//! tick and writes it out with one write, outside the lock.
 
 mod line;
 #[cfg(test)]
 mod tests;
 mod writer;
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Sender, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -24,24 +27,71 @@ use super::{BodyEnd, Record};
 use crate::config::schema::AccessLogConfig;
 use crate::reason;
 use crate::runtime::Runtime;
-use line::{Entry, Format, RequestFacts};
+use line::{Entry, Format};
 
 pub use line::REDACTED;
 
 /// How long shutdown waits for the writer to write out what it holds.
 pub const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
 
+/// Bytes a chunk reserves up front (it grows as needed and keeps what it grew to).
+const CHUNK_RESERVE: usize = 64 * 1024;
+
+/// Bytes the thread-local line buffer reserves up front.
+const LINE_RESERVE: usize = 1024;
+
+thread_local! {
+    /// The line being formatted on this thread, reused from request to request.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(LINE_RESERVE));
+}
+
 /// The access log of the process.
 #[derive(Debug)]
 pub struct AccessLog {
-    /// Into the bounded buffer. Declared before `asks` so it is dropped first: the writer
-    /// sees the buffer closed by the time it sees no more asks can come.
-    entries: SyncSender<Entry>,
+    /// Finished lines waiting for the writer thread.
+    shared: Arc<Shared>,
+    /// Flush requests to the writer thread. Dropping the log closes it, which tells the
+    /// thread to write out what is left and stop.
     asks: Sender<writer::FlushAsk>,
-    counters: Arc<Counters>,
+    format: Format,
+    /// Lines a chunk holds at most (`buffer`).
+    capacity: usize,
     sample: Sample,
     /// The request headers to log, with whether each one is redacted.
     headers: Vec<(HeaderName, bool)>,
+}
+
+/// What the request threads and the writer thread share.
+#[derive(Debug)]
+struct Shared {
+    /// Held only to append one line or to swap the chunk, never across I/O.
+    chunk: Mutex<Chunk>,
+    counters: Counters,
+}
+
+/// Finished lines, each ending in `\n`, in the order they were recorded.
+#[derive(Debug, Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    lines: usize,
+}
+
+impl Chunk {
+    fn with_capacity(bytes: usize) -> Chunk {
+        Chunk {
+            bytes: Vec::with_capacity(bytes),
+            lines: 0,
+        }
+    }
+}
+
+impl Shared {
+    /// Swaps the waiting lines into `spare` (which must be empty), leaving its allocation
+    /// behind for the next lines.
+    fn take(&self, spare: &mut Chunk) {
+        let mut chunk = self.chunk.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *chunk, spare);
+    }
 }
 
 /// Lines by fate, for metrics and tests.
@@ -111,27 +161,27 @@ impl AccessLog {
             headers: (!headers.is_empty())
                 .then(|| headers.iter().map(|(n, _)| n.clone()).collect()),
         };
-        let capacity = config.buffer.max(1);
-        let (entries, entries_rx) = mpsc::sync_channel(capacity);
         let (asks, asks_rx) = mpsc::channel();
-        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared {
+            chunk: Mutex::new(Chunk::with_capacity(CHUNK_RESERVE)),
+            counters: Counters::default(),
+        });
         let writer = writer::Writer {
-            entries: entries_rx,
+            shared: shared.clone(),
+            spare: Chunk::with_capacity(CHUNK_RESERVE),
             asks: asks_rx,
             out,
-            format,
-            counters: counters.clone(),
             flush_interval: config.flush_interval,
-            capacity,
         };
         std::thread::Builder::new()
             .name("portcullis-access-log".into())
             .spawn(move || writer.run())
             .context("starting the access log writer thread")?;
         Ok(Some(AccessLog {
-            entries,
+            shared,
             asks,
-            counters,
+            format,
+            capacity: config.buffer.max(1),
             sample: Sample::of(config.sample_success),
             headers,
         }))
@@ -153,9 +203,10 @@ impl AccessLog {
         out
     }
 
-    /// Logs one finished request, unless sampling leaves it out. Never blocks: a full
-    /// buffer drops the line (`dropped`). Takes the captured headers out of `record.head`.
-    pub fn record(&self, runtime: &Runtime, record: &mut Record, end: &BodyEnd) {
+    /// Logs one finished request, unless sampling leaves it out. Formats the line on the
+    /// calling thread and appends it to the shared chunk; never waits for the output, and a
+    /// chunk already holding `buffer` lines drops the line (`dropped`).
+    pub fn record(&self, runtime: &Runtime, record: &Record, end: &BodyEnd) {
         if self.sample != Sample::All && successful(record, end) && !self.sample.keeps() {
             return;
         }
@@ -163,41 +214,58 @@ impl AccessLog {
         let entry = Entry {
             arrival: wall_clock().saturating_sub(duration),
             duration,
-            request_id: record.request_id.clone(),
+            request_id: record.request_id.as_ref(),
             trace_id: record.span.as_ref().and_then(|s| s.trace_id()),
             client_ip: record.client_ip,
             peer: record.peer,
-            listener: runtime
-                .listeners
-                .get(record.listener)
-                .map(|l| l.name.clone()),
-            request: record.head.as_mut().map(|h| RequestFacts {
-                method: h.method.clone(),
-                uri: h.uri.clone(),
-                host: h.host.clone(),
-                version: h.version,
-                user_agent: h.user_agent.clone(),
-                headers: std::mem::take(&mut h.logged_headers),
-            }),
+            listener: runtime.listeners.get(record.listener).map(|l| &*l.name),
+            request: record.head.as_ref(),
             route: record
                 .route
                 .and_then(|id| runtime.router.route(id))
-                .map(|r| r.name.clone()),
+                .map(|r| &*r.name),
             upstream: record
                 .upstream
                 .and_then(|i| runtime.upstreams.get(i))
-                .map(|u| u.name.clone()),
+                .map(|u| &*u.name),
             endpoint: record.endpoint,
             attempts: record.attempts,
             reason: record.reason,
-            rate_limit: record.rate_limit.clone(),
+            rate_limit: record.rate_limit.as_ref().map(|(name, a)| (&**name, *a)),
             status: record.status.as_u16(),
             bytes_in: record.bytes_in.get(),
             end: *end,
         };
-        if self.entries.try_send(entry).is_err() {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        let append = |line: &mut Vec<u8>| {
+            line.clear();
+            entry.write_json(&self.format, line);
+            line.push(b'\n');
+            self.append(line);
+        };
+        // The thread's buffer, or (while the thread is being torn down) a fresh one.
+        let reused = LINE.try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => append(&mut line),
+            Err(_) => append(&mut Vec::with_capacity(LINE_RESERVE)),
+        });
+        if reused.is_err() {
+            append(&mut Vec::with_capacity(LINE_RESERVE));
         }
+    }
+
+    /// Appends one finished line to the chunk, or counts it dropped if the chunk is full.
+    fn append(&self, line: &[u8]) {
+        let mut chunk = self
+            .shared
+            .chunk
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if chunk.lines >= self.capacity {
+            drop(chunk);
+            self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        chunk.bytes.extend_from_slice(line);
+        chunk.lines += 1;
     }
 
     /// Writes out every line recorded before the call and flushes the output, waiting at
@@ -215,17 +283,17 @@ impl AccessLog {
 
     /// Lines handed to the output.
     pub fn written(&self) -> u64 {
-        self.counters.written.load(Ordering::Relaxed)
+        self.shared.counters.written.load(Ordering::Relaxed)
     }
 
     /// Lines dropped because the buffer was full.
     pub fn dropped(&self) -> u64 {
-        self.counters.dropped.load(Ordering::Relaxed)
+        self.shared.counters.dropped.load(Ordering::Relaxed)
     }
 
     /// Lines lost to a failed write (the output's error is logged once per run of failures).
     pub fn failed(&self) -> u64 {
-        self.counters.failed.load(Ordering::Relaxed)
+        self.shared.counters.failed.load(Ordering::Relaxed)
     }
 }
 

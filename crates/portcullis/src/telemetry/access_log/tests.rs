@@ -2,35 +2,34 @@
 //! sampling. The black-box tests (`tests/access_log.rs`) drive the whole path.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::line::{escaped, ip_addr, redacted, socket_addr, Entry, Format, RequestFacts, Rfc3339};
+use super::line::{escaped, ip_addr, redacted, socket_addr, Entry, Format, Rfc3339};
 use super::{AccessLog, Sample};
 use crate::config::schema::AccessLogConfig;
-use crate::telemetry::{BodyEnd, RateLimitAction};
+use crate::telemetry::{BodyEnd, Head, RateLimitAction};
 
 fn peer() -> SocketAddr {
     "10.1.2.3:40000".parse().unwrap()
 }
 
-fn facts(uri: Uri, host: Option<HeaderValue>) -> RequestFacts {
-    RequestFacts {
+fn facts(uri: Uri, host: Option<HeaderValue>) -> Head {
+    Head {
         method: Method::GET,
         uri,
         host,
         version: Version::HTTP_11,
         user_agent: None,
-        headers: Vec::new(),
+        logged_headers: Vec::new(),
     }
 }
 
 /// An entry that only the request differs in.
-fn entry(request: Option<RequestFacts>) -> Entry {
+fn entry(request: Option<&Head>) -> Entry<'_> {
     Entry {
         arrival: Duration::from_micros(1_700_000_000_123_456),
         duration: Duration::from_micros(1500),
@@ -64,7 +63,7 @@ fn plain() -> Format {
 }
 
 /// The entry's line, parsed back (it must be one valid JSON object on one line).
-fn json_of(entry: &Entry, format: &Format) -> Value {
+fn json_of(entry: &Entry<'_>, format: &Format) -> Value {
     let mut out = Vec::new();
     entry.write_json(format, &mut out);
     assert!(
@@ -107,24 +106,26 @@ const ORDER: [&str; 25] = [
 
 #[test]
 fn every_field_in_order() {
-    let mut e = entry(Some(RequestFacts {
+    let head = Head {
         method: Method::POST,
         uri: "/v1/items?id=7".parse().unwrap(),
         host: Some(HeaderValue::from_static("api.example.com")),
         version: Version::HTTP_2,
         user_agent: Some(HeaderValue::from_static("curl/8.5.0")),
-        headers: vec![(1, HeaderValue::from_static("acme"))],
-    }));
-    e.request_id = Some(HeaderValue::from_static("req-1"));
+        logged_headers: vec![(1, HeaderValue::from_static("acme"))],
+    };
+    let request_id = HeaderValue::from_static("req-1");
+    let mut e = entry(Some(&head));
+    e.request_id = Some(&request_id);
     e.trace_id = Some([0xab; 16]);
     e.client_ip = Some("203.0.113.9".parse().unwrap());
-    e.listener = Some(Arc::from("public"));
-    e.route = Some(Arc::from("items"));
-    e.upstream = Some(Arc::from("app"));
+    e.listener = Some("public");
+    e.route = Some("items");
+    e.upstream = Some("app");
     e.endpoint = Some("10.0.0.5:8080".parse().unwrap());
     e.attempts = 2;
     e.reason = "rate_limited";
-    e.rate_limit = Some((Arc::from("per-user"), RateLimitAction::Denied));
+    e.rate_limit = Some(("per-user", RateLimitAction::Denied));
     e.status = 429;
     e.bytes_in = 12;
     e.end = BodyEnd {
@@ -210,10 +211,11 @@ fn absent_facts_are_null_and_headers_left_out_unless_configured() {
 
 #[test]
 fn host_is_the_authority_when_the_uri_has_one() {
-    let e = entry(Some(facts(
+    let head = facts(
         "http://upstream.test:8080/x".parse().unwrap(),
         Some(HeaderValue::from_static("other.test")),
-    )));
+    );
+    let e = entry(Some(&head));
     let line = json_of(&e, &plain());
     assert_eq!(line["host"], "upstream.test:8080");
     assert_eq!(line["path"], "/x");
@@ -223,8 +225,10 @@ fn host_is_the_authority_when_the_uri_has_one() {
 fn odd_characters_in_path_host_and_headers_stay_valid_json() {
     let host = HeaderValue::from_bytes(b"ev\"il\\host\t\xff\xfe").unwrap();
     let uri: Uri = "/a%22b/\\/{x}/\"q\"?k=%00&x=\\y`".parse().unwrap();
-    let mut e = entry(Some(facts(uri, Some(host))));
-    e.request_id = Some(HeaderValue::from_bytes(b"id\"\\\t\xc3\xa9").unwrap());
+    let head = facts(uri, Some(host));
+    let request_id = HeaderValue::from_bytes(b"id\"\\\t\xc3\xa9").unwrap();
+    let mut e = entry(Some(&head));
+    e.request_id = Some(&request_id);
     let line = json_of(&e, &plain());
     assert_eq!(line["host"], "ev\"il\\host\t\u{fffd}\u{fffd}");
     assert_eq!(line["path"], "/a%22b/\\/{x}/\"q\"?k=%00&x=\\y`");
@@ -234,10 +238,10 @@ fn odd_characters_in_path_host_and_headers_stay_valid_json() {
 #[test]
 fn config_names_and_ipv6_addresses_stay_valid_json() {
     let mut e = entry(None);
-    e.listener = Some(Arc::from("pub\"lic\n"));
-    e.route = Some(Arc::from("r\\1\u{7}"));
-    e.upstream = Some(Arc::from("\u{e9}t\u{e9}"));
-    e.rate_limit = Some((Arc::from("p\t"), RateLimitAction::ShadowDenied));
+    e.listener = Some("pub\"lic\n");
+    e.route = Some("r\\1\u{7}");
+    e.upstream = Some("\u{e9}t\u{e9}");
+    e.rate_limit = Some(("p\t", RateLimitAction::ShadowDenied));
     e.client_ip = Some("2001:db8::7".parse().unwrap());
     e.peer = "[::ffff:10.0.0.1]:443".parse().unwrap();
     e.endpoint = Some("[fe80::1%3]:8080".parse().unwrap());
@@ -280,7 +284,8 @@ fn query_values_are_redacted_by_name() {
         headers: None,
     };
     for (uri, expected) in cases {
-        let e = entry(Some(facts(uri.parse().unwrap(), None)));
+        let head = facts(uri.parse().unwrap(), None);
+        let e = entry(Some(&head));
         assert_eq!(json_of(&e, &format)["path"], expected, "{uri}");
     }
     assert!(redacted("api+key", &["api key".to_string()]));
@@ -290,7 +295,7 @@ fn query_values_are_redacted_by_name() {
 #[test]
 fn repeated_headers_are_joined_in_the_headers_object() {
     let mut request = facts("/".parse().unwrap(), None);
-    request.headers = vec![
+    request.logged_headers = vec![
         (0, HeaderValue::from_static("a")),
         (0, HeaderValue::from_static("b")),
         (2, HeaderValue::from_bytes(b"\"\xff").unwrap()),
@@ -303,7 +308,7 @@ fn repeated_headers_are_joined_in_the_headers_object() {
             HeaderName::from_static("x-three"),
         ]),
     };
-    let line = json_of(&entry(Some(request)), &format);
+    let line = json_of(&entry(Some(&request)), &format);
     assert_eq!(
         line["headers"],
         json!({ "x-one": "a, b", "x-three": "\"\u{fffd}" })
@@ -420,8 +425,10 @@ proptest! {
             return Ok(());
         };
         let host_value = HeaderValue::from_bytes(&host).ok();
-        let mut e = entry(Some(facts(uri.clone(), host_value.clone())));
-        e.request_id = HeaderValue::from_bytes(&id).ok();
+        let head = facts(uri.clone(), host_value.clone());
+        let request_id = HeaderValue::from_bytes(&id).ok();
+        let mut e = entry(Some(&head));
+        e.request_id = request_id.as_ref();
         let format = Format { redact_query: vec!["k".into()], headers: None };
         let line = json_of(&e, &format);
         if uri.authority().is_none() {
@@ -432,45 +439,32 @@ proptest! {
             let expected = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
             prop_assert_eq!(line["path"].as_str(), Some(expected));
         }
-        let expected_id = e.request_id.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let expected_id = request_id.as_ref().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         prop_assert_eq!(line["request_id"].as_str().map(String::from), expected_id);
     }
 }
 
-/// The cost of the request path's part (`AccessLog::record`: sampling, copying the facts,
-/// one `try_send`) against the cost of formatting a line, the part the writer thread does.
-/// Run: `cargo test --release -p portcullis --lib access_log::tests::cost -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-#[ignore = "a measurement, not a check"]
-async fn cost_of_recording_and_of_formatting() {
-    use crate::telemetry::{BytesIn, Head, Record};
-    use tokio::time::Instant;
-
-    const N: u32 = 200_000;
+/// A runtime with listener `main`, upstream `app` and route `app`.
+fn one_route_runtime() -> crate::runtime::Runtime {
     let yaml = "listeners: [{ name: main, address: \"127.0.0.1:0\" }]\n\
                 upstreams: [{ name: app, endpoints: [{ address: \"127.0.0.1:9\" }] }]\n\
                 routes: [{ name: app, action: { proxy: { upstream: app } } }]\n";
     let config = crate::config::parse(yaml).unwrap();
-    let runtime =
-        crate::runtime::Runtime::compile(&config, &crate::policy::ratelimit::Registry::new())
-            .unwrap();
-    let log = AccessLog::from_config(&AccessLogConfig {
-        enabled: true,
-        output: "/dev/null".into(),
-        buffer: 1 << 20,
-        ..AccessLogConfig::default()
-    })
-    .unwrap()
-    .unwrap();
+    crate::runtime::Runtime::compile(&config, &crate::policy::ratelimit::Registry::new()).unwrap()
+}
+
+/// A successful request through `one_route_runtime`'s route.
+fn proxied_record(request_id: &str) -> crate::telemetry::Record {
+    use crate::telemetry::{BytesIn, Record};
     let parts = http::Request::get("http://api.example.com/v1/items/42?page=2")
         .header("user-agent", "bench/1.0")
         .body(())
         .unwrap()
         .into_parts()
         .0;
-    let mut record = Record {
-        arrived: Instant::now(),
-        request_id: Some(HeaderValue::from_static("0f1e2d3c4b5a69788796a5b4c3d2e1f0")),
+    Record {
+        arrived: tokio::time::Instant::now(),
+        request_id: Some(HeaderValue::from_str(request_id).unwrap()),
         listener: 0,
         peer: peer(),
         client_ip: Some("10.1.2.3".parse().unwrap()),
@@ -484,7 +478,87 @@ async fn cost_of_recording_and_of_formatting() {
         status: http::StatusCode::OK,
         bytes_in: BytesIn::Known(0),
         span: None,
+    }
+}
+
+/// Threads recording at the same time append whole lines: every line written is one valid
+/// JSON object, and each thread's lines arrive complete and in the order it recorded them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_records_append_whole_lines() {
+    const THREADS: usize = 4;
+    const EACH: usize = 500;
+    let dir = std::env::temp_dir().join(format!("portcullis-al-conc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("concurrent.log");
+    let log = AccessLog::from_config(&AccessLogConfig {
+        enabled: true,
+        output: path.display().to_string(),
+        buffer: THREADS * EACH,
+        ..AccessLogConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    let runtime = one_route_runtime();
+    let end = BodyEnd {
+        bytes_out: 1,
+        complete: true,
+        failed: false,
     };
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (log, runtime) = (&log, &runtime);
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    log.record(runtime, &proxied_record(&format!("t{t}-{i}")), &end);
+                }
+            });
+        }
+    });
+    assert!(log.flush(Duration::from_secs(10)).await);
+    assert_eq!(
+        (log.written(), log.dropped(), log.failed()),
+        ((THREADS * EACH) as u64, 0, 0)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut next = [0; THREADS];
+    for line in text.lines() {
+        let value: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("invalid JSON line ({e}): {line}"));
+        assert_eq!(value["route"], "app");
+        let id = value["request_id"].as_str().unwrap();
+        let (t, i) = id[1..].split_once('-').unwrap();
+        let t: usize = t.parse().unwrap();
+        assert_eq!(
+            i.parse::<usize>().unwrap(),
+            next[t],
+            "thread {t}'s lines in order"
+        );
+        next[t] += 1;
+    }
+    assert_eq!(next, [EACH; THREADS]);
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The cost of the request path's part (`AccessLog::record`: sampling, formatting the line,
+/// appending it to the chunk) against the cost of formatting alone.
+/// Run: `cargo test --release -p portcullis --lib access_log::tests::cost -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore = "a measurement, not a check"]
+async fn cost_of_recording_and_of_formatting() {
+    use tokio::time::Instant;
+
+    const N: u32 = 200_000;
+    let runtime = one_route_runtime();
+    let log = AccessLog::from_config(&AccessLogConfig {
+        enabled: true,
+        output: "/dev/null".into(),
+        buffer: 1 << 20,
+        ..AccessLogConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    let record = proxied_record("0f1e2d3c4b5a69788796a5b4c3d2e1f0");
     let end = BodyEnd {
         bytes_out: 1234,
         complete: true,
@@ -492,25 +566,17 @@ async fn cost_of_recording_and_of_formatting() {
     };
     let started = Instant::now();
     for _ in 0..N {
-        log.record(&runtime, &mut record, &end);
+        log.record(&runtime, &record, &end);
     }
     let recording = started.elapsed() / N;
     assert!(log.flush(Duration::from_secs(30)).await);
     assert_eq!(log.dropped(), 0);
 
-    let head = record.head.as_ref().unwrap();
-    let mut e = entry(Some(RequestFacts {
-        method: head.method.clone(),
-        uri: head.uri.clone(),
-        host: head.host.clone(),
-        version: head.version,
-        user_agent: head.user_agent.clone(),
-        headers: Vec::new(),
-    }));
-    e.request_id = record.request_id.clone();
-    e.listener = Some(Arc::from("main"));
-    e.route = Some(Arc::from("app"));
-    e.upstream = Some(Arc::from("app"));
+    let mut e = entry(record.head.as_ref());
+    e.request_id = record.request_id.as_ref();
+    e.listener = Some("main");
+    e.route = Some("app");
+    e.upstream = Some("app");
     e.endpoint = record.endpoint;
     e.attempts = 1;
     let format = plain();
@@ -522,7 +588,7 @@ async fn cost_of_recording_and_of_formatting() {
     }
     let formatting = started.elapsed() / N;
     println!(
-        "record (request path): {recording:?}/line; formatting (writer thread): {formatting:?}/line, {} bytes",
+        "record (request path, formatting included): {recording:?}/line; formatting alone: {formatting:?}/line, {} bytes",
         out.len()
     );
 }
