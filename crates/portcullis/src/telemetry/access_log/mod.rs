@@ -14,7 +14,7 @@ mod tests;
 mod writer;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -66,6 +66,9 @@ pub struct AccessLog {
 struct Shared {
     /// Held only to append one line or to swap the chunk, never across I/O.
     chunk: Mutex<Chunk>,
+    /// The chunk was found full and not taken since: requests drop their line without
+    /// formatting it (under overload the log must not add work).
+    full: AtomicBool,
     counters: Counters,
 }
 
@@ -91,6 +94,7 @@ impl Shared {
     fn take(&self, spare: &mut Chunk) {
         let mut chunk = self.chunk.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *chunk, spare);
+        self.full.store(false, Ordering::Relaxed);
     }
 }
 
@@ -164,6 +168,7 @@ impl AccessLog {
         let (asks, asks_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             chunk: Mutex::new(Chunk::with_capacity(CHUNK_RESERVE)),
+            full: AtomicBool::new(false),
             counters: Counters::default(),
         });
         let writer = writer::Writer {
@@ -208,6 +213,10 @@ impl AccessLog {
     /// chunk already holding `buffer` lines drops the line (`dropped`).
     pub fn record(&self, runtime: &Runtime, record: &Record, end: &BodyEnd) {
         if self.sample != Sample::All && successful(record, end) && !self.sample.keeps() {
+            return;
+        }
+        if self.shared.full.load(Ordering::Relaxed) {
+            self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let duration = record.arrived.elapsed();
@@ -260,6 +269,7 @@ impl AccessLog {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if chunk.lines >= self.capacity {
+            self.shared.full.store(true, Ordering::Relaxed);
             drop(chunk);
             self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -286,7 +296,7 @@ impl AccessLog {
         self.shared.counters.written.load(Ordering::Relaxed)
     }
 
-    /// Lines dropped because the buffer was full.
+    /// Lines dropped because the buffer was full (while it stays full, without being formatted).
     pub fn dropped(&self) -> u64 {
         self.shared.counters.dropped.load(Ordering::Relaxed)
     }
