@@ -38,6 +38,54 @@ pub async fn read_until_close(stream: &mut TcpStream, timeout: Duration) -> Vec<
     out
 }
 
+/// A loopback address where every connection is refused, reserved for as long as the value
+/// lives: a socket bound to the port but not listening. Binding a listener, noting its port
+/// and closing it is not enough: another test running at the same time can be given the same
+/// port by the next `bind(0)`, and the "dead" endpoint answers.
+#[derive(Debug)]
+pub struct RefusedAddr {
+    _socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl RefusedAddr {
+    pub fn new() -> RefusedAddr {
+        use socket2::{Domain, Socket, Type};
+        // No SO_REUSEADDR: nothing else can bind the port while this socket holds it.
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)
+            .unwrap_or_else(|e| panic!("RefusedAddr: socket: {e}"));
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        socket
+            .bind(&any_port.into())
+            .unwrap_or_else(|e| panic!("RefusedAddr: bind: {e}"));
+        let addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or_else(|| panic!("RefusedAddr: no local address"));
+        RefusedAddr {
+            _socket: socket,
+            addr,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Default for RefusedAddr {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Display for RefusedAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
 /// Reads (discarding) until the peer closes (true) or `bound` passes (false).
 pub async fn closes_within(stream: &mut TcpStream, bound: Duration) -> bool {
     let mut buf = [0u8; 1024];

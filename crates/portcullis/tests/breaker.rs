@@ -140,10 +140,8 @@ async fn listed_statuses_and_grpc_codes_count_as_failures_others_do_not() {
 
 #[tokio::test(start_paused = true)]
 async fn connect_failures_trip_the_breaker() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
-    let gw = Setup::new(addr).upstream(BREAKER).start().await;
+    let closed = portcullis_test::raw::RefusedAddr::new();
+    let gw = Setup::new(closed.addr()).upstream(BREAKER).start().await;
     for _ in 0..4 {
         assert_gateway_error(&get(&gw, "/").await, 502, "upstream_connect_failed");
     }

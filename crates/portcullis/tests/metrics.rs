@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,13 +219,6 @@ fn assert_openmetrics(s: &Scrape) {
 
 // ----- the gateway -----
 
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr
-}
-
 async fn scrape_with(gw: &TestGateway, accept: Option<&str>) -> TestResponse {
     let mut req = Request::builder().uri(gw.admin_url("/metrics"));
     if let Some(accept) = accept {
@@ -316,7 +308,7 @@ async fn every_kind_of_answer_is_counted_with_its_labels() {
         }))
         .await
     };
-    let down = closed_port();
+    let down = portcullis_test::raw::RefusedAddr::new();
     let (ok_addr, failing, first_503, slow_addr) =
         (ok.addr(), failing.addr(), first_503.addr(), slow.addr());
     let gw = TestGateway::start(&format!(

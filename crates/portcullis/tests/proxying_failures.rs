@@ -17,10 +17,8 @@ use proxying_support::{assert_gateway_error, bounded, request, wait_until, Setup
 #[tokio::test]
 async fn closed_port_is_502_upstream_connect_failed() {
     bounded(async {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = closed.local_addr().unwrap();
-        drop(closed);
-        let gw = Setup::new(addr).start().await;
+        let closed = portcullis_test::raw::RefusedAddr::new();
+        let gw = Setup::new(closed.addr()).start().await;
         for client in [TestClient::http1(), TestClient::http2()] {
             let resp = client.get(&gw.url("main", "/x")).await;
             assert_gateway_error(&resp, 502, "upstream_connect_failed");

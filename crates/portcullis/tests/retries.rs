@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_test::raw::RefusedAddr;
 use portcullis_test::{Behavior, Origin, ResponseSpec, TestClient, TestGateway};
 use proxying_support::{assert_gateway_error, request, Setup};
 use tokio::time::Instant;
@@ -30,13 +31,6 @@ async fn fails_first(n: usize, fail: ResponseSpec) -> (Origin, Arc<AtomicUsize>)
     (origin, count)
 }
 
-fn closed_port() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    addr
-}
-
 fn two_endpoints(a: std::net::SocketAddr, b: std::net::SocketAddr, route: &str) -> String {
     format!(
         "admin: {{ enabled: false }}\n\
@@ -53,7 +47,8 @@ async fn get(gw: &TestGateway, path: &str) -> portcullis_test::TestResponse {
 #[tokio::test(start_paused = true)]
 async fn a_connect_failure_is_retried_on_the_other_endpoint() {
     let origin = Origin::start(Behavior::Status(200)).await;
-    let yaml = two_endpoints(closed_port(), origin.addr(), "retry: { attempts: 2 }");
+    let dead = RefusedAddr::new();
+    let yaml = two_endpoints(dead.addr(), origin.addr(), "retry: { attempts: 2 }");
     let gw = TestGateway::start(&yaml).await;
     for _ in 0..10 {
         assert_eq!(get(&gw, "/").await.status, 200);
@@ -61,7 +56,7 @@ async fn a_connect_failure_is_retried_on_the_other_endpoint() {
     assert_eq!(origin.hits(), 10);
 
     // Without retry, round robin sends half of them to the dead endpoint.
-    let yaml = two_endpoints(closed_port(), origin.addr(), "timeout: 5s");
+    let yaml = two_endpoints(dead.addr(), origin.addr(), "timeout: 5s");
     let gw = TestGateway::start(&yaml).await;
     let mut failed = 0;
     for _ in 0..10 {

@@ -309,10 +309,7 @@ async fn a_retried_request_has_one_attempt_span_per_try() {
 #[tokio::test]
 async fn gateway_errors_mark_both_spans_as_failed() {
     let receiver = OtlpReceiver::start().await;
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
-    };
+    let closed = portcullis_test::raw::RefusedAddr::new();
     let gw = TestGateway::start(&config(&receiver, &[closed.to_string()], "", "")).await;
     assert_eq!(get(&gw, "/x", &[]).await.status, 502);
 

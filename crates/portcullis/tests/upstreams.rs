@@ -477,7 +477,7 @@ async fn health_checks_work_on_an_http2_upstream() {
 async fn unreachable_endpoint_is_taken_out_by_health_checks() {
     portcullis_test::init_tracing();
     let a = Origin::start_named("a", Behavior::Echo).await;
-    let closed = upstreams_support::closed_port().await;
+    let closed = portcullis_test::raw::RefusedAddr::new();
     let check = "\n    health_check: { path: /healthz, interval: 20ms, timeout: 20ms, \
                  unhealthy_threshold: 1, healthy_threshold: 1 }";
     let gw = TestGateway::start(&config(&format!(
@@ -619,7 +619,7 @@ async fn endpoint_closing_connections_fails_only_its_share_with_502() {
 #[tokio::test]
 async fn closed_port_gives_502_upstream_connect_failed_quickly() {
     portcullis_test::init_tracing();
-    let closed = upstreams_support::closed_port().await;
+    let closed = portcullis_test::raw::RefusedAddr::new();
     let gw = TestGateway::start(&config(&format!(
         "pool: {{ connect_timeout: 2s }}\n    endpoints: [{{ address: \"{closed}\" }}]"
     )))

@@ -3,7 +3,6 @@
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use portcullis_test::{Origin, TestClient, TestGateway, TestResponse};
@@ -87,10 +86,4 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     })
     .await;
     assert!(waited.is_ok(), "timed out waiting for {what}");
-}
-
-/// A loopback address nothing listens on (bound, then released).
-pub async fn closed_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
 }
