@@ -265,14 +265,20 @@ pub struct RateLimitState {
     pub tightest: Option<Applied>,
     /// In-flight slots held until the response head is sent.
     pub permits: Vec<Permit>,
-    /// The policy that refused the request, for logs.
-    pub denied_by: Option<Arc<str>>,
     /// The policy that did more than allow the request (refused, delayed it longest, or
     /// would have refused it in shadow mode), for the access log and the span.
     pub acted: Option<(Arc<str>, RateLimitAction)>,
 }
 
 impl RateLimitState {
+    /// The policy that refused the request, if one did.
+    pub fn denied_by(&self) -> Option<&str> {
+        match &self.acted {
+            Some((name, RateLimitAction::Denied)) => Some(name),
+            _ => None,
+        }
+    }
+
     /// A shadow refusal is noted unless an enforced policy already acted.
     fn acted_shadow(&mut self, limiter: &RateLimiter) {
         if self.acted.is_none() {
@@ -333,7 +339,6 @@ pub fn check(
                 }
                 None if limiter.enforce => {
                     stats.denied.fetch_add(1, Ordering::Relaxed);
-                    state.denied_by = Some(limiter.name.clone());
                     state.acted = Some((limiter.name.clone(), RateLimitAction::Denied));
                     return Verdict::Refuse(refusal(limiter, None, request_id));
                 }
@@ -373,7 +378,6 @@ pub fn check(
                     }
                     Outcome::Denied | Outcome::CostExceedsLimit if limiter.enforce => {
                         stats.denied.fetch_add(1, Ordering::Relaxed);
-                        state.denied_by = Some(limiter.name.clone());
                         state.acted = Some((limiter.name.clone(), RateLimitAction::Denied));
                         return Verdict::Refuse(refusal(limiter, Some(&decision), request_id));
                     }

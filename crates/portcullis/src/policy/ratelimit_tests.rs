@@ -208,7 +208,7 @@ async fn the_denying_limit_is_the_one_reported() {
         .to_str()
         .unwrap()
         .starts_with("\"per-hour\";r=0;t="));
-    assert_eq!(state.denied_by.as_deref(), Some("per-hour"));
+    assert_eq!(state.denied_by(), Some("per-hour"));
 }
 
 #[tokio::test(start_paused = true)]

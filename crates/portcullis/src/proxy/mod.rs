@@ -102,7 +102,7 @@ pub async fn handle(
     };
     // A refusal already describes the limit that refused; an earlier limit that allowed the
     // request must not overwrite that with its own headers.
-    if let (Some(applied), None) = (&limits.tightest, &limits.denied_by) {
+    if let (Some(applied), None) = (&limits.tightest, limits.denied_by()) {
         ratelimit::add_allowed_headers(resp.headers_mut(), applied);
     }
     resp.headers_mut().insert(headers::REQUEST_ID, request_id);
