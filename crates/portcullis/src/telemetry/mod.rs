@@ -44,15 +44,6 @@ impl Telemetry {
         })
     }
 
-    /// No sink at all: requests skip the record entirely.
-    pub fn off() -> Telemetry {
-        Telemetry {
-            metrics: None,
-            access_log: None,
-            tracer: None,
-        }
-    }
-
     /// Whether any sink wants to hear about requests.
     pub fn observes(&self) -> bool {
         self.metrics.is_some() || self.access_log.is_some() || self.tracer.is_some()
@@ -92,6 +83,22 @@ impl Telemetry {
             tracer.finish(runtime, record, end);
         }
     }
+
+    /// The sinks' counts now.
+    pub fn sink_counts(&self) -> SinkCounts {
+        SinkCounts {
+            access_log: self.access_log.as_ref().map(|log| Delivered {
+                delivered: log.written(),
+                dropped: log.dropped(),
+                failed: log.failed(),
+            }),
+            spans: self.tracer.as_ref().map(|tracer| Delivered {
+                delivered: tracer.exported(),
+                dropped: tracer.dropped(),
+                failed: tracer.failed(),
+            }),
+        }
+    }
 }
 
 /// What a sink did with what it was given, for the metrics.
@@ -110,24 +117,6 @@ pub struct Delivered {
 pub struct SinkCounts {
     pub access_log: Option<Delivered>,
     pub spans: Option<Delivered>,
-}
-
-impl Telemetry {
-    /// The sinks' counts now.
-    pub fn sink_counts(&self) -> SinkCounts {
-        SinkCounts {
-            access_log: self.access_log.as_ref().map(|log| Delivered {
-                delivered: log.written(),
-                dropped: log.dropped(),
-                failed: log.failed(),
-            }),
-            spans: self.tracer.as_ref().map(|tracer| Delivered {
-                delivered: tracer.exported(),
-                dropped: tracer.dropped(),
-                failed: tracer.failed(),
-            }),
-        }
-    }
 }
 
 /// The request as it arrived (before path normalisation), kept only when a sink needs it.
@@ -154,12 +143,13 @@ impl Head {
         }
     }
 
-    /// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`.
-    pub fn host(&self) -> Option<&str> {
-        self.uri
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| self.host.as_ref().and_then(|h| h.to_str().ok()))
+    /// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`,
+    /// as the client sent it (a `Host` need not be text).
+    pub fn host(&self) -> Option<&[u8]> {
+        match self.uri.authority() {
+            Some(authority) => Some(authority.as_str().as_bytes()),
+            None => self.host.as_ref().map(HeaderValue::as_bytes),
+        }
     }
 }
 

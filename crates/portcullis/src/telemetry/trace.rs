@@ -396,7 +396,11 @@ fn server_attributes(span: &mut Span, runtime: &Runtime, record: &Record, end: &
             attr::PROTOCOL_VERSION,
             protocol_version(head.version),
         ));
-        if let Some((host, port)) = head.host().and_then(split_host) {
+        if let Some((host, port)) = head
+            .host()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(split_host)
+        {
             attributes.push(KeyValue::new(attr::SERVER_ADDRESS, host));
             if let Some(port) = port {
                 attributes.push(KeyValue::new(attr::SERVER_PORT, i64::from(port)));

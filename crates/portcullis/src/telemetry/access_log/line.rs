@@ -86,7 +86,7 @@ impl Entry<'_> {
         out.extend_from_slice(b",\"method\":");
         str_or_null(out, request.map(|r| r.method.as_str()));
         out.extend_from_slice(b",\"host\":");
-        text_or_null(out, request.and_then(host));
+        text_or_null(out, request.and_then(Head::host));
         out.extend_from_slice(b",\"path\":");
         match request {
             Some(r) => target(out, &r.uri, &format.redact_query),
@@ -138,15 +138,6 @@ impl Entry<'_> {
         out.extend_from_slice(b",\"body_failed\":");
         boolean(out, self.end.failed);
         out.push(b'}');
-    }
-}
-
-/// The host the client asked for: the URI's authority (HTTP/2, absolute form) or `Host`, as
-/// bytes (`Head::host` leaves out a `Host` that is not text; the line shows it lossily).
-fn host(head: &Head) -> Option<&[u8]> {
-    match head.uri.authority() {
-        Some(authority) => Some(authority.as_str().as_bytes()),
-        None => head.host.as_ref().map(HeaderValue::as_bytes),
     }
 }
 
