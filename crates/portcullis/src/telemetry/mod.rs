@@ -101,6 +101,16 @@ impl Telemetry {
     }
 }
 
+/// Wall-clock time since the Unix epoch (zero if the clock is set before it): the one read
+/// of the calendar clock in the gateway (log timestamps, the process start time); everything
+/// else uses tokio's clock so tests can pause it.
+#[allow(clippy::disallowed_types)]
+pub fn wall_clock() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// What a sink did with what it was given, for the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delivered {

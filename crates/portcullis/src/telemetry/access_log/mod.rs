@@ -221,7 +221,7 @@ impl AccessLog {
         }
         let duration = record.arrived.elapsed();
         let entry = Entry {
-            arrival: wall_clock().saturating_sub(duration),
+            arrival: crate::telemetry::wall_clock().saturating_sub(duration),
             duration,
             request_id: record.request_id.as_ref(),
             trace_id: record.span.as_ref().and_then(|s| s.trace_id()),
@@ -321,12 +321,4 @@ fn successful(record: &Record, end: &BodyEnd) -> bool {
         && record.rate_limit.is_none()
         && end.complete
         && !end.failed
-}
-
-/// Wall-clock time since the Unix epoch (zero if the clock is set before it).
-#[allow(clippy::disallowed_types)] // The log line's timestamp is the one use of the wall clock.
-fn wall_clock() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
 }

@@ -66,7 +66,7 @@ impl Metrics {
             table: ArcSwapOption::empty(),
             listeners: Mutex::new(Vec::new()),
             config_reloads,
-            start_time: unix_now(),
+            start_time: super::wall_clock().as_secs_f64(),
         }))
     }
 
@@ -151,13 +151,4 @@ pub fn config_hash(config: &Config) -> String {
     let mut h = SipHasher13::new_with_keys(0, 0);
     std::hash::Hasher::write(&mut h, &json);
     format!("{:032x}", h.finish128().as_u128())
-}
-
-/// Seconds since the Unix epoch.
-fn unix_now() -> f64 {
-    // The wall clock, allowed in telemetry: the process start time is a calendar time.
-    #[allow(clippy::disallowed_types)]
-    let now = std::time::SystemTime::now();
-    now.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
