@@ -111,6 +111,16 @@ pub fn wall_clock() -> std::time::Duration {
         .unwrap_or_default()
 }
 
+/// Lowercase hex of `bytes` into `out` (twice as long; extra room is left as it was): trace
+/// and span ids on the wire and in the access log.
+pub fn hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+}
+
 /// What a sink did with what it was given, for the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delivered {

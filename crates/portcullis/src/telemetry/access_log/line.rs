@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Uri, Version};
 
-use crate::telemetry::{BodyEnd, Head, RateLimitAction};
+use crate::telemetry::{hex, BodyEnd, Head, RateLimitAction};
 
 /// What replaces a redacted query parameter or header value.
 pub const REDACTED: &str = "REDACTED";
@@ -209,7 +209,6 @@ pub(super) fn escaped(out: &mut Vec<u8>, text: &str) {
 
 /// `escaped` for bytes that are UTF-8 (the output is UTF-8 exactly when the input is).
 fn escaped_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     // Most strings need no escaping at all: one check, one copy.
     let mut at = clean_prefix(bytes);
     if at == bytes.len() {
@@ -230,14 +229,11 @@ fn escaped_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
             b'\t' => out.extend_from_slice(b"\\t"),
             0x08 => out.extend_from_slice(b"\\b"),
             0x0c => out.extend_from_slice(b"\\f"),
-            _ => out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0xf)],
-            ]),
+            _ => {
+                let mut escape = *b"\\u0000";
+                hex(&[byte], &mut escape[4..]);
+                out.extend_from_slice(&escape);
+            }
         }
         run = at + 1;
         at = run + clean_prefix(bytes.get(run..).unwrap_or_default());
@@ -274,12 +270,8 @@ fn clean_prefix(bytes: &[u8]) -> usize {
 
 /// 32 lowercase hex digits (W3C trace context), quoted.
 fn trace_id(out: &mut Vec<u8>, id: [u8; 16]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b'"'; 34];
-    for (i, byte) in id.iter().enumerate() {
-        text[1 + 2 * i] = HEX[usize::from(byte >> 4)];
-        text[2 + 2 * i] = HEX[usize::from(byte & 0xf)];
-    }
+    hex(&id, &mut text[1..33]);
     out.extend_from_slice(&text);
 }
 

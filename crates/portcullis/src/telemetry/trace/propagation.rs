@@ -7,12 +7,13 @@ use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use opentelemetry::trace::{SpanId, TraceId, TraceState};
 
+use crate::telemetry::hex;
+
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
 const TRACEPARENT_LEN: usize = 55;
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The context of one outgoing request's parent span.
 pub struct Outgoing<'a> {
@@ -51,14 +52,6 @@ fn traceparent(context: &Outgoing<'_>) -> [u8; TRACEPARENT_LEN] {
     hex(&context.span_id.to_bytes(), &mut out[36..52]);
     hex(&[u8::from(context.sampled)], &mut out[53..]);
     out
-}
-
-/// Lowercase hex of `bytes` into `out` (twice as long).
-fn hex(bytes: &[u8], out: &mut [u8]) {
-    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0x0f)];
-    }
 }
 
 #[cfg(test)]
