@@ -272,6 +272,8 @@ impl Record {
 /// How the response body ended.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyEnd {
+    /// From the request's arrival to the end of its response body: read once, for every sink.
+    pub duration: std::time::Duration,
     /// Response body bytes sent to the client (data frames handed to the connection).
     pub bytes_out: u64,
     /// The body reached its end (false: the client went away, or the body failed).
@@ -317,6 +319,7 @@ impl ObservedBody {
                 runtime,
                 record,
                 end: BodyEnd {
+                    duration: std::time::Duration::ZERO,
                     bytes_out: 0,
                     complete,
                     failed: false,
@@ -366,6 +369,7 @@ impl Drop for ObservedBody {
             if self.body.is_end_stream() && !done.end.failed {
                 done.end.complete = true;
             }
+            done.end.duration = done.record.arrived.elapsed();
             let Done {
                 ds,
                 runtime,

@@ -594,6 +594,7 @@ mod tests {
     #[test]
     fn server_errors_follow_the_conventions() {
         let done = BodyEnd {
+            duration: std::time::Duration::ZERO,
             bytes_out: 0,
             complete: true,
             failed: false,

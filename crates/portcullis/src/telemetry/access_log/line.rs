@@ -25,8 +25,6 @@ pub const REDACTED: &str = "REDACTED";
 pub(super) struct Entry<'a> {
     /// Wall-clock arrival time, since the Unix epoch.
     pub arrival: Duration,
-    /// From arrival to the end of the response body.
-    pub duration: Duration,
     pub request_id: Option<&'a HeaderValue>,
     pub trace_id: Option<[u8; 16]>,
     pub client_ip: Option<IpAddr>,
@@ -131,7 +129,7 @@ impl Entry<'_> {
         out.extend_from_slice(b",\"duration_us\":");
         number(
             out,
-            u64::try_from(self.duration.as_micros()).unwrap_or(u64::MAX),
+            u64::try_from(self.end.duration.as_micros()).unwrap_or(u64::MAX),
         );
         out.extend_from_slice(b",\"body_complete\":");
         boolean(out, self.end.complete);

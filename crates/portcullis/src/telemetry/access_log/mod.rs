@@ -219,10 +219,8 @@ impl AccessLog {
             self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let duration = record.arrived.elapsed();
         let entry = Entry {
-            arrival: crate::telemetry::wall_clock().saturating_sub(duration),
-            duration,
+            arrival: crate::telemetry::wall_clock().saturating_sub(end.duration),
             request_id: record.request_id.as_ref(),
             trace_id: record.span.as_ref().and_then(|s| s.trace_id()),
             client_ip: record.client_ip,

@@ -32,7 +32,6 @@ fn facts(uri: Uri, host: Option<HeaderValue>) -> Head {
 fn entry(request: Option<&Head>) -> Entry<'_> {
     Entry {
         arrival: Duration::from_micros(1_700_000_000_123_456),
-        duration: Duration::from_micros(1500),
         request_id: None,
         trace_id: None,
         client_ip: None,
@@ -48,6 +47,7 @@ fn entry(request: Option<&Head>) -> Entry<'_> {
         status: 200,
         bytes_in: 0,
         end: BodyEnd {
+            duration: Duration::from_micros(1500),
             bytes_out: 0,
             complete: true,
             failed: false,
@@ -129,6 +129,7 @@ fn every_field_in_order() {
     e.status = 429;
     e.bytes_in = 12;
     e.end = BodyEnd {
+        duration: Duration::from_micros(1500),
         bytes_out: 34,
         complete: false,
         failed: true,
@@ -500,6 +501,7 @@ async fn concurrent_records_append_whole_lines() {
     .unwrap();
     let runtime = one_route_runtime();
     let end = BodyEnd {
+        duration: Duration::from_micros(1500),
         bytes_out: 1,
         complete: true,
         failed: false,
@@ -560,6 +562,7 @@ async fn cost_of_recording_and_of_formatting() {
     .unwrap();
     let record = proxied_record("0f1e2d3c4b5a69788796a5b4c3d2e1f0");
     let end = BodyEnd {
+        duration: Duration::from_micros(1500),
         bytes_out: 1234,
         complete: true,
         failed: false,

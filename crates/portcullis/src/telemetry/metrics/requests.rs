@@ -189,9 +189,7 @@ impl RouteEntry {
         let reason = reason_slot(record.reason);
         if let Some(outcome) = self.outcome(class, reason) {
             outcome.requests.inc();
-            outcome
-                .duration
-                .observe(record.arrived.elapsed().as_secs_f64());
+            outcome.duration.observe(end.duration.as_secs_f64());
         }
         let bytes_in = record.bytes_in.get();
         if bytes_in > 0 {
