@@ -9,6 +9,7 @@
 //! from the client or the config goes through `escaped`, so the line is valid JSON
 //! whatever it holds; the unit tests parse it back with serde_json.
 
+use std::cell::Cell;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -91,7 +92,10 @@ impl Entry<'_> {
             None => null(out),
         }
         out.extend_from_slice(b",\"protocol\":");
-        str_or_null(out, request.map(|r| protocol(r.version)));
+        match request {
+            Some(r) => protocol(out, r.version),
+            None => null(out),
+        }
         out.extend_from_slice(b",\"user_agent\":");
         text_or_null(
             out,
@@ -117,11 +121,11 @@ impl Entry<'_> {
         out.extend_from_slice(b",\"status\":");
         number(out, self.status);
         out.extend_from_slice(b",\"reason\":");
-        str_or_null(out, (!self.reason.is_empty()).then_some(self.reason));
+        code_or_null(out, (!self.reason.is_empty()).then_some(self.reason));
         out.extend_from_slice(b",\"rate_limit_policy\":");
         str_or_null(out, self.rate_limit.map(|(name, _)| name));
         out.extend_from_slice(b",\"rate_limit_action\":");
-        str_or_null(out, self.rate_limit.map(|(_, a)| a.as_str()));
+        code_or_null(out, self.rate_limit.map(|(_, a)| a.as_str()));
         out.extend_from_slice(b",\"bytes_in\":");
         number(out, self.bytes_in);
         out.extend_from_slice(b",\"bytes_out\":");
@@ -139,14 +143,15 @@ impl Entry<'_> {
     }
 }
 
-fn protocol(version: Version) -> &'static str {
+/// The protocol as a JSON string (each arm a constant: no escaping, no length to compute).
+fn protocol(out: &mut Vec<u8>, version: Version) {
     match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_11 => "HTTP/1.1",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "unknown",
+        Version::HTTP_09 => out.extend_from_slice(b"\"HTTP/0.9\""),
+        Version::HTTP_10 => out.extend_from_slice(b"\"HTTP/1.0\""),
+        Version::HTTP_11 => out.extend_from_slice(b"\"HTTP/1.1\""),
+        Version::HTTP_2 => out.extend_from_slice(b"\"HTTP/2.0\""),
+        Version::HTTP_3 => out.extend_from_slice(b"\"HTTP/3.0\""),
+        _ => out.extend_from_slice(b"\"unknown\""),
     }
 }
 
@@ -174,6 +179,21 @@ fn str_or_null(out: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
+/// One of the gateway's own codes (a reason, a rate-limit action) as a JSON string, or
+/// `null`: they are lowercase ASCII words (`reason::ALL`, a unit test checks), so there is
+/// nothing to escape or scan for.
+fn code_or_null(out: &mut Vec<u8>, value: Option<&'static str>) {
+    match value {
+        Some(code) => {
+            debug_assert!(clean_prefix::<true>(code.as_bytes()) == code.len());
+            out.push(b'"');
+            out.extend_from_slice(code.as_bytes());
+            out.push(b'"');
+        }
+        None => null(out),
+    }
+}
+
 /// Bytes from the client as a JSON string (or `null`): UTF-8 as is, anything else replaced
 /// by U+FFFD.
 fn text_or_null(out: &mut Vec<u8>, value: Option<&[u8]>) {
@@ -189,7 +209,11 @@ fn text_or_null(out: &mut Vec<u8>, value: Option<&[u8]>) {
 
 /// The contents of a JSON string (no quotes) for bytes that may not be UTF-8.
 fn lossy(out: &mut Vec<u8>, bytes: &[u8]) {
-    // ASCII (the usual case) is UTF-8 already; the check is cheaper than UTF-8 validation.
+    // The usual case: ASCII with nothing to escape, found in one pass.
+    if clean_prefix::<true>(bytes) == bytes.len() {
+        return out.extend_from_slice(bytes);
+    }
+    // ASCII is UTF-8 already; the check is cheaper than UTF-8 validation.
     if bytes.is_ascii() {
         return escaped_bytes(out, bytes);
     }
@@ -208,7 +232,7 @@ pub(super) fn escaped(out: &mut Vec<u8>, text: &str) {
 /// `escaped` for bytes that are UTF-8 (the output is UTF-8 exactly when the input is).
 fn escaped_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     // Most strings need no escaping at all: one check, one copy.
-    let mut at = clean_prefix(bytes);
+    let mut at = clean_prefix::<false>(bytes);
     if at == bytes.len() {
         return out.extend_from_slice(bytes);
     }
@@ -234,14 +258,15 @@ fn escaped_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
             }
         }
         run = at + 1;
-        at = run + clean_prefix(bytes.get(run..).unwrap_or_default());
+        at = run + clean_prefix::<false>(bytes.get(run..).unwrap_or_default());
     }
 }
 
-/// How many leading bytes need no escaping. Checks eight bytes at a time: a word has a byte
-/// to escape exactly when one of its bytes is below 0x20, `"` or `\` (the "has a zero
-/// byte" test on the word and on its XOR with each character).
-fn clean_prefix(bytes: &[u8]) -> usize {
+/// How many leading bytes need no escaping (and, with `ASCII`, are ASCII). Checks eight
+/// bytes at a time: a word has a byte to escape exactly when one of its bytes is below
+/// 0x20, `"` or `\\` (the "has a zero byte" test on the word and on its XOR with each
+/// character); a non-ASCII byte has its high bit set.
+fn clean_prefix<const ASCII: bool>(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let needs = |word: u64| {
@@ -250,9 +275,11 @@ fn clean_prefix(bytes: &[u8]) -> usize {
         let below_space = word.wrapping_sub(ONES * 0x20) & !word;
         let is_quote = quote.wrapping_sub(ONES) & !quote;
         let is_backslash = backslash.wrapping_sub(ONES) & !backslash;
-        (below_space | is_quote | is_backslash) & HIGH != 0
+        let non_ascii = if ASCII { word } else { 0 };
+        (below_space | is_quote | is_backslash | non_ascii) & HIGH != 0
     };
-    let clean = |byte: &u8| *byte >= 0x20 && *byte != b'"' && *byte != b'\\';
+    let clean =
+        |byte: &u8| *byte >= 0x20 && *byte != b'"' && *byte != b'\\' && (!ASCII || byte.is_ascii());
     let mut done = 0;
     for chunk in bytes.chunks_exact(8) {
         let mut word = [0; 8];
@@ -301,39 +328,66 @@ pub(super) fn socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
 /// `a.b.c.d` (and `:port`), gathered on the stack and appended in one copy.
 fn v4_addr(out: &mut Vec<u8>, ip: Ipv4Addr, port: Option<u16>) {
     // "255.255.255.255:65535" is 21 bytes.
-    let mut text = [0u8; 21];
-    let mut len = 0;
-    let mut push = |byte: u8| {
-        if let Some(slot) = text.get_mut(len) {
-            *slot = byte;
-            len += 1;
-        }
-    };
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            push(b'.');
-        }
-        decimal(&mut push, u32::from(octet));
+    let mut text = Digits::<21>::default();
+    let [a, b, c, d] = ip.octets();
+    text.decimal(u32::from(a));
+    for octet in [b, c, d] {
+        text.push(b'.');
+        text.decimal(u32::from(octet));
     }
     if let Some(port) = port {
-        push(b':');
-        decimal(&mut push, u32::from(port));
+        text.push(b':');
+        text.decimal(u32::from(port));
     }
-    out.extend_from_slice(text.get(..len).unwrap_or_default());
+    out.extend_from_slice(text.as_bytes());
 }
 
-/// The decimal digits of `value` (below 100 000), without leading zeros.
-fn decimal(push: &mut impl FnMut(u8), value: u32) {
-    let mut started = false;
-    for place in [10_000, 1000, 100, 10] {
-        // A digit: below 10, so the cast keeps it whole.
-        let digit = (value / place % 10) as u8;
-        started |= digit != 0;
-        if started {
-            push(b'0' + digit);
+/// A short run of ASCII text built on the stack (what does not fit is cut).
+struct Digits<const N: usize> {
+    text: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for Digits<N> {
+    fn default() -> Self {
+        Self {
+            text: [0; N],
+            len: 0,
         }
     }
-    push(b'0' + (value % 10) as u8);
+}
+
+impl<const N: usize> Digits<N> {
+    fn push(&mut self, byte: u8) {
+        if let Some(slot) = self.text.get_mut(self.len) {
+            *slot = byte;
+            self.len += 1;
+        }
+    }
+
+    /// The decimal digits of `value` (below 100 000), without leading zeros: one division
+    /// per digit the value has (octets and ports are mostly short).
+    fn decimal(&mut self, value: u32) {
+        // Each digit is below 10, so the casts keep it whole.
+        let digit = |place: u32| b'0' + (value / place % 10) as u8;
+        if value >= 10_000 {
+            self.push(digit(10_000));
+        }
+        if value >= 1000 {
+            self.push(digit(1000));
+        }
+        if value >= 100 {
+            self.push(digit(100));
+        }
+        if value >= 10 {
+            self.push(digit(10));
+        }
+        self.push(digit(1));
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.text.get(..self.len).unwrap_or_default()
+    }
 }
 
 /// The request target as received, quoted: path, then the query with redacted values
@@ -413,6 +467,13 @@ pub(super) struct Rfc3339(pub Duration);
 /// 9999-12-31T23:59:59 UTC.
 const MAX_SECS: u64 = 253_402_300_799;
 
+thread_local! {
+    /// The second this thread formatted last, with its `YYYY-MM-DDTHH:MM:SS`: lines in a
+    /// row mostly share their second, and the calendar arithmetic is most of a timestamp's
+    /// cost.
+    static LAST_SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
 impl Rfc3339 {
     pub(super) fn text(&self) -> [u8; 27] {
         let (secs, micros) = if self.0.as_secs() > MAX_SECS {
@@ -420,18 +481,38 @@ impl Rfc3339 {
         } else {
             (self.0.as_secs(), u64::from(self.0.subsec_micros()))
         };
-        let (year, month, day) = civil_from_days(secs / 86_400);
-        let of_day = secs % 86_400;
+        let cached = LAST_SECOND
+            .try_with(|last| {
+                let (second, text) = last.get();
+                (second == secs).then_some(text)
+            })
+            .ok()
+            .flatten();
+        let date_time = cached.unwrap_or_else(|| {
+            let text = date_time(secs);
+            // Not kept while the thread is being torn down: computed each time then.
+            let _ = LAST_SECOND.try_with(|last| last.set((secs, text)));
+            text
+        });
         let mut out = *b"0000-00-00T00:00:00.000000Z";
-        digits(&mut out[0..4], year);
-        digits(&mut out[5..7], month);
-        digits(&mut out[8..10], day);
-        digits(&mut out[11..13], of_day / 3600);
-        digits(&mut out[14..16], of_day / 60 % 60);
-        digits(&mut out[17..19], of_day % 60);
+        out[..19].copy_from_slice(&date_time);
         digits(&mut out[20..26], micros);
         out
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a second since the Unix epoch (at most `MAX_SECS`).
+fn date_time(secs: u64) -> [u8; 19] {
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let of_day = secs % 86_400;
+    let mut out = *b"0000-00-00T00:00:00";
+    digits(&mut out[0..4], year);
+    digits(&mut out[5..7], month);
+    digits(&mut out[8..10], day);
+    digits(&mut out[11..13], of_day / 3600);
+    digits(&mut out[14..16], of_day / 60 % 60);
+    digits(&mut out[17..19], of_day % 60);
+    out
 }
 
 /// Writes `value` as decimal digits filling `out` (zero-padded, high digits cut).

@@ -237,6 +237,29 @@ fn odd_characters_in_path_host_and_headers_stay_valid_json() {
 }
 
 #[test]
+fn gateway_codes_need_no_escaping() {
+    // `code_or_null` writes reasons and rate-limit actions as they are.
+    let actions = [
+        RateLimitAction::Denied,
+        RateLimitAction::Delayed,
+        RateLimitAction::ShadowDenied,
+    ];
+    let codes = crate::reason::ALL
+        .iter()
+        .copied()
+        .chain(actions.iter().map(|a| a.as_str()));
+    for code in codes {
+        assert!(
+            !code.is_empty()
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()),
+            "{code:?}"
+        );
+    }
+}
+
+#[test]
 fn config_names_and_ipv6_addresses_stay_valid_json() {
     let mut e = entry(None);
     e.listener = Some("pub\"lic\n");
@@ -380,6 +403,23 @@ fn timestamps_match_a_reference_implementation() {
         rfc3339(Duration::from_secs(300_000_000_000)),
         "9999-12-31T23:59:59.999999Z"
     );
+}
+
+#[test]
+fn timestamps_in_the_same_second_share_only_the_second() {
+    // The thread keeps the last second's text: a later line in that second differs only in
+    // its microseconds, and the next second is computed afresh.
+    let second = Duration::from_secs(1_704_067_199);
+    assert_eq!(rfc3339(second), "2023-12-31T23:59:59.000000Z");
+    assert_eq!(
+        rfc3339(second + Duration::from_micros(12_345)),
+        "2023-12-31T23:59:59.012345Z"
+    );
+    assert_eq!(
+        rfc3339(second + Duration::from_micros(1_000_001)),
+        "2024-01-01T00:00:00.000001Z"
+    );
+    assert_eq!(rfc3339(second), "2023-12-31T23:59:59.000000Z");
 }
 
 proptest! {
