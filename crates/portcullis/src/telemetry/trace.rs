@@ -12,6 +12,7 @@
 mod export;
 mod ids;
 mod propagation;
+mod sampling;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -21,15 +22,13 @@ use http::{Method, StatusCode, Version};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::Span as _;
 use opentelemetry::trace::{
-    SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState,
-    Tracer as _, TracerProvider as _,
+    SpanBuilder, SpanKind, Status, TraceContextExt, TraceId, TraceState, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, InstrumentationScope, KeyValue, Value};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{
-    Sampler, SamplingDecision, SdkTracer, SdkTracerProvider, ShouldSample, Span,
-};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
 use opentelemetry_sdk::Resource;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +41,7 @@ use crate::upstream::Endpoint;
 
 use export::ExportStats;
 use propagation::{Outgoing, TRACEPARENT};
+use sampling::RatioSampler;
 
 /// Attribute names: the OpenTelemetry HTTP semantic conventions, then portcullis' own.
 mod attr {
@@ -94,7 +94,7 @@ pub struct Tracer {
 struct Inner {
     tracer: SdkTracer,
     /// The decision for a new trace: the provider's sampler without its parent-based part.
-    root_sampler: Sampler,
+    root_sampler: RatioSampler,
     propagator: TraceContextPropagator,
 }
 
@@ -107,8 +107,9 @@ enum Request {
     /// Built by the SDK: a sampled request, or the child of a caller's trace context (boxed:
     /// an SDK span is large, and the record carrying it moves).
     Sdk { span: Box<Span>, inner: Arc<Inner> },
-    /// A new trace that is not sampled: its context only (what the SDK's span would hold).
-    Unsampled(SpanContext),
+    /// A new trace that is not sampled: its trace id only. Its span id would never be seen
+    /// (each attempt's context gets its own), nor its trace state (a new trace has none).
+    Unsampled(TraceId),
 }
 
 /// The span of one upstream attempt (`None` for an unsampled one: nothing to record or
@@ -145,7 +146,7 @@ impl Tracer {
         let ratio = Sampler::TraceIdRatioBased(config.sampling_ratio);
         let provider = SdkTracerProvider::builder()
             .with_span_processor(queue)
-            .with_sampler(Sampler::ParentBased(Box::new(ratio.clone())))
+            .with_sampler(Sampler::ParentBased(Box::new(ratio)))
             .with_id_generator(ids::Ids)
             .with_resource(resource)
             .build();
@@ -156,7 +157,7 @@ impl Tracer {
         Ok(Some(Tracer {
             inner: Arc::new(Inner {
                 tracer,
-                root_sampler: ratio,
+                root_sampler: RatioSampler::new(config.sampling_ratio),
                 propagator: TraceContextPropagator::new(),
             }),
             provider,
@@ -207,7 +208,7 @@ impl Tracer {
         let name = known_method(&parts.method).unwrap_or("HTTP");
         let builder = || SpanBuilder::from_name(name).with_kind(SpanKind::Server);
         let inner = &self.inner;
-        let request = if parts.headers.contains_key(TRACEPARENT) {
+        let request = if propagation::carries(&parts.headers, &TRACEPARENT) {
             let parent = inner
                 .propagator
                 .extract_with_context(&Context::new(), &HeaderExtractor(&parts.headers));
@@ -220,11 +221,7 @@ impl Tracer {
             // A new trace: decided here on the trace id, as the SDK's sampler would, and
             // handed to the SDK (with that id) only when sampled.
             let trace_id = ids::trace_id();
-            let decision = inner
-                .root_sampler
-                .should_sample(None, trace_id, name, &SpanKind::Server, &[], &[])
-                .decision;
-            if decision == SamplingDecision::RecordAndSample {
+            if inner.root_sampler.samples(trace_id) {
                 let root = Context::new();
                 let span = ids::with_trace_id(trace_id, || {
                     Box::new(inner.tracer.build_with_context(builder(), &root))
@@ -234,13 +231,7 @@ impl Tracer {
                     inner: Arc::clone(inner),
                 }
             } else {
-                Request::Unsampled(SpanContext::new(
-                    trace_id,
-                    ids::span_id(),
-                    TraceFlags::default(),
-                    false,
-                    TraceState::NONE,
-                ))
+                Request::Unsampled(trace_id)
             }
         };
         Some(RequestSpan(request))
@@ -261,19 +252,20 @@ impl Tracer {
 impl RequestSpan {
     /// The request's W3C trace id, sampled or not (for the access log).
     pub fn trace_id(&self) -> Option<[u8; 16]> {
-        let context = self.context();
-        context.is_valid().then(|| context.trace_id().to_bytes())
+        match &self.0 {
+            Request::Sdk { span, .. } => {
+                let context = span.span_context();
+                context.is_valid().then(|| context.trace_id().to_bytes())
+            }
+            Request::Unsampled(trace_id) => Some(trace_id.to_bytes()),
+        }
     }
 
     /// Whether the request's span is recorded (and will be exported).
     pub fn is_sampled(&self) -> bool {
-        self.context().is_sampled()
-    }
-
-    fn context(&self) -> &SpanContext {
         match &self.0 {
-            Request::Sdk { span, .. } => span.span_context(),
-            Request::Unsampled(context) => context,
+            Request::Sdk { span, .. } => span.span_context().is_sampled(),
+            Request::Unsampled(_) => false,
         }
     }
 
@@ -292,8 +284,17 @@ impl RequestSpan {
             Request::Sdk { span, inner } if span.span_context().is_sampled() => {
                 (span.span_context(), inner)
             }
-            Request::Sdk { span, .. } => return unsampled_attempt(span.span_context(), head),
-            Request::Unsampled(context) => return unsampled_attempt(context, head),
+            Request::Sdk { span, .. } => {
+                let parent = span.span_context();
+                if parent.is_valid() {
+                    unsampled_attempt(parent.trace_id(), parent.trace_state(), head);
+                }
+                return AttemptSpan(None);
+            }
+            Request::Unsampled(trace_id) => {
+                unsampled_attempt(*trace_id, &TraceState::NONE, head);
+                return AttemptSpan(None);
+            }
         };
         let parent = Context::new().with_remote_span_context(parent.clone());
         let name = known_method(&head.method).unwrap_or("HTTP");
@@ -309,10 +310,12 @@ impl RequestSpan {
         propagation::inject(&outgoing, &mut head.headers);
         if span.is_recording() {
             let addr = endpoint.addr;
+            // Formatted once (an address goes through `core::fmt`), shared by reference count.
+            let ip: Arc<str> = addr.ip().to_string().into();
             let mut attributes = vec![
-                KeyValue::new(attr::SERVER_ADDRESS, addr.ip().to_string()),
+                KeyValue::new(attr::SERVER_ADDRESS, Value::from(Arc::clone(&ip))),
                 KeyValue::new(attr::SERVER_PORT, i64::from(addr.port())),
-                KeyValue::new(attr::PEER_ADDRESS, addr.ip().to_string()),
+                KeyValue::new(attr::PEER_ADDRESS, Value::from(ip)),
                 KeyValue::new(attr::PEER_PORT, i64::from(addr.port())),
                 KeyValue::new(
                     attr::URL_FULL,
@@ -332,20 +335,17 @@ impl RequestSpan {
     }
 }
 
-/// The attempt of an unsampled request: no span, only a context for the upstream (what the
-/// SDK would give a child it does not sample: the parent's trace id and trace state, a new
-/// span id, no flags).
-fn unsampled_attempt(parent: &SpanContext, head: &mut http::request::Parts) -> AttemptSpan {
-    if parent.is_valid() {
-        let outgoing = Outgoing {
-            trace_id: parent.trace_id(),
-            span_id: ids::span_id(),
-            sampled: false,
-            state: parent.trace_state(),
-        };
-        propagation::inject(&outgoing, &mut head.headers);
-    }
-    AttemptSpan(None)
+/// Writes the context of an unsampled request's attempt, which has no span: what the SDK
+/// would give a child it does not sample (the request's trace id and trace state, a new span
+/// id, no flags).
+fn unsampled_attempt(trace_id: TraceId, state: &TraceState, head: &mut http::request::Parts) {
+    let outgoing = Outgoing {
+        trace_id,
+        span_id: ids::span_id(),
+        sampled: false,
+        state,
+    };
+    propagation::inject(&outgoing, &mut head.headers);
 }
 
 impl AttemptSpan {
@@ -415,12 +415,14 @@ fn server_attributes(span: &mut Span, runtime: &Runtime, record: &Record, end: &
             None => span.update_name(method),
         }
     }
-    let client = record.client_ip.unwrap_or(record.peer.ip());
-    attributes.push(KeyValue::new(attr::CLIENT_ADDRESS, client.to_string()));
-    attributes.push(KeyValue::new(
-        attr::PEER_ADDRESS,
-        record.peer.ip().to_string(),
-    ));
+    // The client is the peer unless a trusted proxy said otherwise: formatted once then.
+    let peer_ip: Arc<str> = record.peer.ip().to_string().into();
+    let client_ip = match record.client_ip {
+        Some(ip) if ip != record.peer.ip() => Value::from(ip.to_string()),
+        _ => Value::from(Arc::clone(&peer_ip)),
+    };
+    attributes.push(KeyValue::new(attr::CLIENT_ADDRESS, client_ip));
+    attributes.push(KeyValue::new(attr::PEER_ADDRESS, Value::from(peer_ip)));
     attributes.push(KeyValue::new(
         attr::PEER_PORT,
         i64::from(record.peer.port()),

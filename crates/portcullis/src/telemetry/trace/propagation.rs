@@ -23,6 +23,14 @@ pub struct Outgoing<'a> {
     pub state: &'a TraceState,
 }
 
+/// Whether `headers` has a field called `name`, found by one pass over the names rather
+/// than a lookup: the trace-context names are not standard ones, so a lookup hashes them
+/// byte by byte, which costs more than comparing the few names of a request head (most of
+/// them standard, which differ from these at the first compare).
+pub fn carries(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.keys().any(|field| field == name)
+}
+
 /// Writes `context` into `headers`, replacing any `traceparent`/`tracestate` there: what the
 /// SDK's propagator writes (only the sampled flag; an empty `tracestate` is removed rather
 /// than sent). An invalid context (an id of zero) writes nothing, as the propagator does.
@@ -34,13 +42,16 @@ pub fn inject(context: &Outgoing<'_>, headers: &mut HeaderMap) {
         Ok(value) => headers.insert(TRACEPARENT, value),
         Err(_) => headers.remove(TRACEPARENT), // not reached: the bytes are hex and '-'
     };
-    let value = if *context.state == TraceState::NONE {
-        None // the usual case: no need to format an empty header
-    } else {
-        HeaderValue::try_from(context.state.header()).ok()
-    };
-    match value {
-        Some(value) if !value.is_empty() => headers.insert(TRACESTATE, value),
+    if *context.state == TraceState::NONE {
+        // The usual case: nothing to format, and a removal only when there is something to
+        // remove (a client's stale `tracestate`, or one a route set).
+        if carries(headers, &TRACESTATE) {
+            headers.remove(TRACESTATE);
+        }
+        return;
+    }
+    match HeaderValue::try_from(context.state.header()) {
+        Ok(value) if !value.is_empty() => headers.insert(TRACESTATE, value),
         _ => headers.remove(TRACESTATE),
     };
 }
