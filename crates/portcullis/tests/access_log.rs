@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use http::Request;
 use http_body_util::Full;
 use portcullis::telemetry::access_log::AccessLog;
@@ -509,16 +510,22 @@ async fn a_writer_that_cannot_keep_up_drops_and_counts_lines_instead_of_blocking
         let client = TestClient::http1();
         let url = gw.url("main", "/many");
         let started = Instant::now();
-        let statuses = futures_util::future::join_all((0..REQUESTS).map(|_| {
-            let (client, url) = (&client, &url);
-            async move { client.get(url).await.status }
-        }));
+        // At most 64 at a time: enough to keep the writer's tiny buffer overflowing, and few
+        // enough that a loaded machine does not turn the test into one of upstream queueing.
+        let statuses = futures_util::stream::iter(0..REQUESTS)
+            .map(|_| {
+                let (client, url) = (&client, &url);
+                async move { client.get(url).await.status }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>();
         // 1500 requests through a blocked log must not wait for it.
         let statuses = tokio::time::timeout(Duration::from_secs(20), statuses)
             .await
             .expect("requests were held up by the access log");
         let took = started.elapsed();
-        assert!(statuses.iter().all(|s| *s == 200));
+        let not_ok: Vec<_> = statuses.iter().filter(|s| **s != 200).collect();
+        assert!(not_ok.is_empty(), "statuses other than 200: {not_ok:?}");
 
         let log = access_log(&gw);
         // The last lines are recorded when their bodies end, just after the responses.
