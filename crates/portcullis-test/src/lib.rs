@@ -38,3 +38,13 @@ pub fn init_tracing() {
             .try_init();
     });
 }
+
+/// A YAML flow list of endpoints for `upstreams[].endpoints`: `{ address: "A" }, ...`
+/// (without the brackets).
+pub fn endpoints_yaml(addresses: &[String]) -> String {
+    addresses
+        .iter()
+        .map(|a| format!("{{ address: \"{a}\" }}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -22,6 +22,18 @@ async fn start(rest: &str) -> TestGateway {
     .await
 }
 
+/// A gateway with route `all` to upstream `app` (`origin`), whose breaker opens at half of
+/// ten calls failing.
+async fn start_with_breaker(origin: &Origin) -> TestGateway {
+    start(&format!(
+        "upstreams:\n  - name: app\n    endpoints: [{{ address: \"{}\" }}]\n\
+         \x20   circuit_breaker: {{ window: {{ calls: 10 }}, min_calls: 10, failure_rate: 50 }}\n\
+         routes: [{{ name: all, action: {{ proxy: {{ upstream: app }} }} }}]\n",
+        origin.addr()
+    ))
+    .await
+}
+
 async fn admin_get(gw: &TestGateway, path: &str) -> TestResponse {
     TestClient::http1().get(&gw.admin_url(path)).await
 }
@@ -188,13 +200,7 @@ async fn a_tripped_endpoint_breaker_shows_open() {
 #[tokio::test(start_paused = true)]
 async fn forcing_a_route_breaker_open_fails_fast_and_none_restores() {
     let origin = Origin::start(Behavior::Status(200)).await;
-    let gw = start(&format!(
-        "upstreams:\n  - name: app\n    endpoints: [{{ address: \"{}\" }}]\n\
-         \x20   circuit_breaker: {{ window: {{ calls: 10 }}, min_calls: 10, failure_rate: 50 }}\n\
-         routes: [{{ name: all, action: {{ proxy: {{ upstream: app }} }} }}]\n",
-        origin.addr()
-    ))
-    .await;
+    let gw = start_with_breaker(&origin).await;
     assert_eq!(get(&gw, "/").await.status, 200);
     let routes = api(&gw, "/api/routes").await;
     assert_eq!(routes["routes"][0]["breaker"]["id"], "route/all");
@@ -230,13 +236,7 @@ async fn forcing_a_route_breaker_open_fails_fast_and_none_restores() {
 #[tokio::test]
 async fn bad_requests_get_json_errors() {
     let origin = Origin::start(Behavior::Status(200)).await;
-    let gw = start(&format!(
-        "upstreams:\n  - name: app\n    endpoints: [{{ address: \"{}\" }}]\n\
-         \x20   circuit_breaker: {{ window: {{ calls: 10 }}, min_calls: 10, failure_rate: 50 }}\n\
-         routes: [{{ name: all, action: {{ proxy: {{ upstream: app }} }} }}]\n",
-        origin.addr()
-    ))
-    .await;
+    let gw = start_with_breaker(&origin).await;
 
     let resp = force(&gw, "route/all", "{not json").await;
     assert_eq!(resp.status, 400);

@@ -24,11 +24,7 @@ const PARENT_ID: &str = "00f067aa0ba902b7";
 
 /// A gateway with one route `app` to `upstream` endpoints, tracing to `receiver`.
 fn config(receiver: &OtlpReceiver, endpoints: &[String], route: &str, tracing: &str) -> String {
-    let endpoints = endpoints
-        .iter()
-        .map(|a| format!("{{ address: \"{a}\" }}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let endpoints = portcullis_test::endpoints_yaml(endpoints);
     format!(
         "admin: {{ enabled: false }}\n\
          listeners: [{{ name: main, address: \"127.0.0.1:0\" }}]\n\

@@ -75,12 +75,7 @@ impl Setup {
                 .map(|l| format!("    {l}\n"))
                 .collect::<String>()
         };
-        let endpoints = self
-            .endpoints
-            .iter()
-            .map(|a| format!("{{ address: \"{a}\" }}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let endpoints = portcullis_test::endpoints_yaml(&self.endpoints);
         format!(
             "admin: {{ enabled: false }}\n\
              server: {{ drain_timeout: 1s }}\n\
