@@ -169,3 +169,81 @@ async fn a_retry_that_cannot_start_before_the_callers_deadline_is_not_started() 
     assert_eq!(resp.status, 503);
     assert_eq!(origin.hits(), 4);
 }
+
+/// A repeated deadline header (or several values on one line) cannot stretch the deadline:
+/// the smallest valid value of all is the budget, for the milliseconds header and for
+/// `grpc-timeout`; a value that does not parse among valid ones is ignored.
+#[tokio::test(start_paused = true)]
+async fn a_repeated_deadline_header_times_out_at_its_smallest_value() {
+    let slow = echo_deadline(Duration::from_secs(10)).await;
+    let gw = Setup::new(slow.addr())
+        .route("deadline: { header: x-request-timeout-ms }")
+        .start()
+        .await;
+    let cases: [(&[(&str, &str)], u64); 8] = [
+        (
+            &[
+                ("x-request-timeout-ms", "1000"),
+                ("x-request-timeout-ms", "100"),
+            ],
+            100,
+        ),
+        (
+            &[
+                ("x-request-timeout-ms", "100"),
+                ("x-request-timeout-ms", "1000"),
+            ],
+            100,
+        ),
+        (&[("x-request-timeout-ms", "1000, 150")], 150),
+        (
+            &[
+                ("x-request-timeout-ms", "2000"),
+                ("x-request-timeout-ms", "soon"),
+                ("x-request-timeout-ms", "1500,200"),
+            ],
+            200,
+        ),
+        (&[("grpc-timeout", "1S"), ("grpc-timeout", "100m")], 100),
+        (&[("grpc-timeout", "1S, 250m")], 250),
+        (&[("grpc-timeout", "2S"), ("grpc-timeout", "bad")], 2000),
+        (
+            &[
+                ("grpc-timeout", "1S"),
+                ("x-request-timeout-ms", "1000"),
+                ("x-request-timeout-ms", "120"),
+            ],
+            120,
+        ),
+    ];
+    for (headers, want_ms) in cases {
+        let started = Instant::now();
+        let resp = get_with(&gw, headers).await;
+        assert_gateway_error(&resp, 504, "deadline_exceeded");
+        let took = started.elapsed();
+        let want = Duration::from_millis(want_ms);
+        assert!(
+            took >= want && took < want + Duration::from_millis(50),
+            "{headers:?}: timed out after {took:?}, not {want:?}"
+        );
+    }
+
+    // The upstream is told the smallest budget, once.
+    let fast = echo_deadline(Duration::ZERO).await;
+    let gw = Setup::new(fast.addr())
+        .route("deadline: { header: x-timeout-ms }")
+        .start()
+        .await;
+    let resp = get_with(
+        &gw,
+        &[
+            ("x-timeout-ms", "5000"),
+            ("x-timeout-ms", "300"),
+            ("grpc-timeout", "9S, 4S"),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("seen-x-timeout-ms"), Some("300"));
+    assert_eq!(resp.header("seen-grpc-timeout"), Some("300000u"));
+}

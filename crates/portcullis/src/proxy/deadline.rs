@@ -4,6 +4,12 @@
 //! `grpc-timeout` follows the gRPC over HTTP/2 protocol spec: 1 to 8 ASCII digits then one
 //! unit, `H` hours, `M` minutes, `S` seconds, `m` milliseconds, `u` microseconds,
 //! `n` nanoseconds. The milliseconds header is a non-negative integer.
+//!
+//! A header may come more than once, and one line may carry several comma-separated values:
+//! the smallest valid value of all of them is the budget, so adding a line can only shorten
+//! the caller's deadline, never stretch it, whichever value an upstream or another proxy
+//! would have read. Values that do not parse are ignored when at least one other value of
+//! the same header does; a header none of whose values parse is malformed.
 
 use std::time::Duration;
 
@@ -93,28 +99,19 @@ impl Policy {
         !self.grpc_timeout && self.header.is_none()
     }
 
-    /// Reads the caller's deadline from `headers` (the first value of each header). When both
-    /// headers are present the smaller budget wins. A value that does not parse is an error,
+    /// Reads the caller's deadline from `headers`: for each header the smallest valid value
+    /// of all its lines and comma-separated elements (see the module docs). When both headers
+    /// are present the smaller budget wins. A header none of whose values parse is an error,
     /// even if the other header is fine.
     pub fn incoming(&self, headers: &HeaderMap) -> Result<Option<Incoming>, Malformed> {
-        let grpc = match headers.get(GRPC_TIMEOUT).filter(|_| self.grpc_timeout) {
-            None => None,
-            Some(value) => Some(parse_grpc_timeout(value.as_bytes()).ok_or(Malformed {
-                header: GRPC_TIMEOUT,
-            })?),
+        let grpc = if self.grpc_timeout {
+            smallest(headers, &GRPC_TIMEOUT, parse_grpc_timeout)?
+        } else {
+            None
         };
-        let millis = match self
-            .header
-            .as_ref()
-            .and_then(|n| Some((n, headers.get(n)?)))
-        {
+        let millis = match &self.header {
             None => None,
-            Some((name, value)) => Some((
-                name,
-                parse_millis(value.as_bytes()).ok_or_else(|| Malformed {
-                    header: name.clone(),
-                })?,
-            )),
+            Some(name) => smallest(headers, name, parse_millis)?.map(|budget| (name, budget)),
         };
         Ok(match (grpc, millis) {
             (None, None) => None,
@@ -131,6 +128,32 @@ impl Policy {
                 source: Source::Both(name.clone()),
             }),
         })
+    }
+}
+
+/// The smallest value `parse` accepts among every line of `name` and every comma-separated
+/// element of each (optional whitespace around an element is not part of it). `None` when
+/// the header is absent; malformed when it is present and no value parses.
+fn smallest(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    parse: fn(&[u8]) -> Option<Duration>,
+) -> Result<Option<Duration>, Malformed> {
+    let mut present = false;
+    let mut best: Option<Duration> = None;
+    for value in headers.get_all(name) {
+        present = true;
+        for element in value.as_bytes().split(|&b| b == b',') {
+            if let Some(budget) = parse(element.trim_ascii()) {
+                best = Some(best.map_or(budget, |b| b.min(budget)));
+            }
+        }
+    }
+    match best {
+        None if present => Err(Malformed {
+            header: name.clone(),
+        }),
+        best => Ok(best),
     }
 }
 
@@ -274,7 +297,8 @@ mod tests {
             "+1S",
             "1.5S",
             "1 S",
-            " 1S",
+            ",",
+            " , ",
             "1SS",
             "1µ",
             "٣S",
@@ -363,6 +387,103 @@ mod tests {
         // One malformed value is enough to refuse.
         assert!(both("1S", "soon").is_err());
         assert!(both("soon", "1500").is_err());
+    }
+
+    /// `(lines of the header, expected budget in ms or None for malformed)`.
+    type RepeatCase = (&'static [&'static str], Option<u64>);
+
+    fn repeated(p: &Policy, name: &str, lines: &[&str]) -> Result<Option<Incoming>, Malformed> {
+        let mut map = HeaderMap::new();
+        for line in lines {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(line).unwrap(),
+            );
+        }
+        p.incoming(&map)
+    }
+
+    fn check_repeats(p: &Policy, name: &str, cases: &[RepeatCase]) {
+        for (lines, want) in cases {
+            let got = repeated(p, name, lines);
+            match want {
+                Some(ms) => assert_eq!(
+                    got.map(|i| i.map(|i| i.budget)),
+                    Ok(Some(Duration::from_millis(*ms))),
+                    "{name}: {lines:?}"
+                ),
+                None => assert!(got.is_err(), "{name}: {lines:?}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_millisecond_header_takes_its_smallest_valid_value() {
+        let p = policy(false, Some("x-request-timeout-ms"));
+        let cases: &[RepeatCase] = &[
+            (&["1000", "100"], Some(100)),
+            (&["100", "1000"], Some(100)),
+            (&["5000", "300", "2000"], Some(300)),
+            (&["1000, 100"], Some(100)),
+            (&["1000,100", "50"], Some(50)),
+            (&["2000", "700 ,1500"], Some(700)),
+            (&["1000", "0"], Some(0)),
+            (&["1000", "1000"], Some(1000)),
+            // Invalid values among valid ones are ignored...
+            (&["1000", "soon"], Some(1000)),
+            (&["soon", "250"], Some(250)),
+            (&["-1, 400"], Some(400)),
+            (&["400,"], Some(400)),
+            (&["99999999999999999999", "20"], Some(20)),
+            // ...and a header with none valid is malformed.
+            (&["soon", "later"], None),
+            (&["-1, 1.5"], None),
+            (&[""], None),
+        ];
+        check_repeats(&p, "x-request-timeout-ms", cases);
+    }
+
+    #[test]
+    fn a_repeated_grpc_timeout_takes_its_smallest_valid_value() {
+        let p = policy(true, None);
+        let cases: &[RepeatCase] = &[
+            (&["1S", "100m"], Some(100)),
+            (&["100m", "1S"], Some(100)),
+            (&["1M", "2S", "3000m"], Some(2000)),
+            (&["1S, 100m"], Some(100)),
+            (&["1H", "500000u,400m"], Some(400)),
+            (&["5000000n", "1S"], Some(5)),
+            // 9 digits: not a grpc-timeout, ignored.
+            (&["300000000n", "1S"], Some(1000)),
+            (&["1S", "bad"], Some(1000)),
+            (&["10", "1S"], Some(1000)),
+            (&["bad", "also bad"], None),
+        ];
+        check_repeats(&p, "grpc-timeout", cases);
+    }
+
+    #[test]
+    fn repeated_values_of_both_headers_take_the_smallest_of_all() {
+        let p = policy(true, Some("x-deadline-ms"));
+        let mut map = HeaderMap::new();
+        for (k, v) in [
+            ("grpc-timeout", "2S"),
+            ("x-deadline-ms", "1500"),
+            ("grpc-timeout", "800m"),
+            ("x-deadline-ms", "900, 1200"),
+        ] {
+            map.append(k, HeaderValue::from_static(v));
+        }
+        let got = p.incoming(&map).unwrap().unwrap();
+        assert_eq!(got.budget, Duration::from_millis(800));
+        assert_eq!(
+            got.source,
+            Source::Both(HeaderName::from_static("x-deadline-ms"))
+        );
+        // Writing back replaces every line with one value.
+        write(&got.source, Duration::from_millis(700), &mut map);
+        assert_eq!(map.get_all(GRPC_TIMEOUT).iter().count(), 1);
+        assert_eq!(map.get_all("x-deadline-ms").iter().count(), 1);
     }
 
     #[test]
@@ -457,6 +578,25 @@ mod tests {
                 map.insert("x-deadline-ms", value);
                 let _ = policy(true, Some("x-deadline-ms")).incoming(&map);
             }
+        }
+
+        #[test]
+        fn the_smallest_of_repeated_values_wins(
+            values in proptest::collection::vec(0u64..100_000_000, 1..6),
+            one_line in any::<bool>(),
+        ) {
+            let mut map = HeaderMap::new();
+            if one_line {
+                let joined: Vec<String> = values.iter().map(|v| format!("{v}m")).collect();
+                map.insert(GRPC_TIMEOUT, HeaderValue::from_str(&joined.join(", ")).unwrap());
+            } else {
+                for v in &values {
+                    map.append(GRPC_TIMEOUT, HeaderValue::from_str(&format!("{v}m")).unwrap());
+                }
+            }
+            let min = values.iter().copied().min().unwrap_or_default();
+            let got = policy(true, None).incoming(&map).unwrap().unwrap().budget;
+            prop_assert_eq!(got, Duration::from_millis(min));
         }
 
         #[test]
