@@ -16,6 +16,7 @@
 
 mod algorithms;
 mod attach;
+mod capacity;
 mod keys;
 mod modes;
 mod support;
