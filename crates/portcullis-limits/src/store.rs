@@ -12,16 +12,20 @@
 //! shard's table has `room + room / 4 + 1` slots, so it is at most 80 % full and probes stay
 //! short. So the store holds at least `max_keys` keys without evicting any (with one shard,
 //! exactly; with several, a shard fills up before the store holds `max_keys` keys with odds
-//! below 1e-20), never more than `capacity()`, and its memory is `memory_bytes()`, at most
-//! `MemoryStore::MAX_BYTES_PER_KEY` per key of `max_keys` plus a fixed part, whatever the traffic.
+//! of about 1e-20), never more than `capacity()`, and its memory is `memory_bytes()`, at
+//! most `MemoryStore::MAX_BYTES_PER_KEY` per key of `max_keys` plus a fixed part, whatever
+//! the traffic.
 //!
 //! Eviction, only when a new key finds its shard holding `room` keys: first every key whose
 //! state is equivalent to fresh goes ([`Limit::weight`] 0: GCRA TAT ≤ now, window over), since
-//! dropping those changes no decision; the shard keeps a lower bound of the instant its
-//! earliest key becomes fresh, so it sweeps only when one may have. If none is, the victim is
-//! the key of smallest weight (closest to fresh) among `SAMPLE` (16) keys taken round-robin, an
-//! approximate LRU that also keeps the error small: an evicted active key fails open (its next
-//! request starts from a fresh budget). Both kinds of eviction are counted ([`StoreStats`]).
+//! dropping those changes no decision. That sweep reads the whole shard, so it runs only when
+//! a key may have become fresh (the shard keeps a lower bound of the instant its earliest key
+//! does) and at most once per `slots / 8` new keys (a constant cost per new key, even when a
+//! full shard churns). Otherwise the victim is the first fresh-equivalent key, else the key of
+//! smallest weight (closest to fresh), among `SAMPLE` (16) keys taken round-robin: an
+//! approximate LRU that also keeps the error small, since an evicted active key fails open
+//! (its next request starts from a fresh budget). Both kinds of eviction are counted
+//! ([`StoreStats`]).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -86,6 +90,9 @@ struct Table {
     hand: usize,
     /// No key of this shard is fresh-equivalent before this instant (ns).
     sweep_at: u64,
+    /// New keys since the last sweep: a sweep waits for `slots.len() / 8` of them, so its
+    /// cost is spread over them even when each sweep frees little.
+    since_sweep: usize,
     stats: StoreStats,
 }
 
@@ -133,6 +140,7 @@ impl Table {
             room,
             hand: 0,
             sweep_at: u64::MAX,
+            since_sweep: slots,
             stats: StoreStats::default(),
         }
     }
@@ -207,6 +215,7 @@ impl Table {
             }
         }
         self.sweep_at = sweep_at;
+        self.since_sweep = 0;
         let freed = before - self.len;
         self.stats.evictions += freed as u64;
         freed
@@ -344,7 +353,7 @@ impl Store for MemoryStore {
         }
         let mut empty = empty;
         if table.len >= table.room {
-            if now >= table.sweep_at {
+            if now >= table.sweep_at && table.since_sweep >= table.slots.len() / 8 {
                 table.sweep(&self.limit, now);
             }
             if table.len >= table.room {
@@ -362,6 +371,7 @@ impl Store for MemoryStore {
         }
         let fresh_at = self.limit.fresh_at(next).0;
         table.sweep_at = table.sweep_at.min(fresh_at);
+        table.since_sweep = table.since_sweep.saturating_add(1);
         table.slots[empty] = Slot([lo, hi, next.w0, next.w1]);
         table.len += 1;
         decision
