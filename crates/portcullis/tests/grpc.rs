@@ -214,3 +214,45 @@ async fn a_message_over_the_body_limit_is_resource_exhausted() {
     .await
     .unwrap();
 }
+
+/// The access log records what was sent (200) and why (the reason).
+#[tokio::test]
+async fn the_access_log_records_the_status_sent_and_the_reason() {
+    tokio::time::timeout(HANG_GUARD, async {
+        let log =
+            std::env::temp_dir().join(format!("portcullis-grpc-{}-access.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let origin = Origin::start(Behavior::grpc()).await;
+        portcullis_test::init_tracing();
+        let gw = TestGateway::start(&format!(
+            "admin: {{ enabled: false }}\n\
+             listeners:\n  - name: main\n    address: \"127.0.0.1:0\"\n\
+             upstreams:\n  - name: app\n    protocol: http2\n    \
+             endpoints: [{{ address: \"{}\" }}]\n\
+             routes:\n  - name: echo\n    match: {{ path: {{ prefix: /test.Echo/ }} }}\n    \
+             action: {{ proxy: {{ upstream: app }} }}\n\
+             telemetry:\n  access_log: {{ enabled: true, output: \"{}\" }}\n",
+            origin.addr(),
+            log.display()
+        ))
+        .await;
+        let result = call(&gw, "/other.Service/Call", "x", None).await;
+        assert_refused(result, Code::Unimplemented, "no_route");
+        let access_log = gw.gateway().shared().telemetry.access_log.as_ref().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let line = loop {
+            assert!(access_log.flush(Duration::from_secs(5)).await);
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().next() {
+                break serde_json::from_str::<serde_json::Value>(line).unwrap();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no line logged");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["reason"], "no_route", "{line}");
+        let _ = std::fs::remove_file(&log);
+    })
+    .await
+    .unwrap();
+}
