@@ -185,7 +185,7 @@ impl Output {
             }
         }
         let result = loop {
-            let rest = &self.spare.bytes[self.sent..];
+            let rest = self.spare.bytes.get(self.sent..).unwrap_or_default();
             if rest.is_empty() {
                 break Ok(());
             }
@@ -287,5 +287,120 @@ impl Output {
                 "access log output works again, {lost} lines dropped while it failed"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Mutex, PoisonError};
+
+    use super::*;
+    use crate::telemetry::access_log::Counters;
+
+    /// An output that takes at most `step` bytes a write, refuses every other write as
+    /// full (`WouldBlock`) and fails while `broken`.
+    #[derive(Clone, Default)]
+    struct Pipe {
+        taken: Arc<Mutex<Vec<u8>>>,
+        broken: Arc<AtomicBool>,
+        calls: usize,
+        step: usize,
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.broken.load(Ordering::Relaxed) {
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(io::Error::from(io::ErrorKind::WouldBlock));
+            }
+            let n = buf.len().min(self.step);
+            let mut taken = self.taken.lock().unwrap_or_else(PoisonError::into_inner);
+            taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn output(pipe: &Pipe) -> Output {
+        Output {
+            inner: Box::new(pipe.clone()),
+            name: "test".into(),
+            shared: Arc::new(Shared {
+                chunk: Mutex::new(Chunk::default()),
+                full: AtomicBool::new(false),
+                counters: Counters::default(),
+            }),
+            spare: Chunk::default(),
+            sent: 0,
+            dirty_since: None,
+            health: Health::Fine,
+        }
+    }
+
+    fn record(out: &Output, line: &str) {
+        let mut chunk = out
+            .shared
+            .chunk
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        chunk.bytes.extend_from_slice(line.as_bytes());
+        chunk.lines += 1;
+    }
+
+    #[test]
+    fn a_full_output_gets_every_byte_once_in_order() {
+        let pipe = Pipe {
+            step: 7,
+            ..Pipe::default()
+        };
+        let mut out = output(&pipe);
+        record(&out, "{\"a\":1}\n");
+        record(&out, "{\"b\":22}\n");
+        let mut stuck = 0;
+        while out.write_waiting() == Progress::Stuck {
+            stuck += 1;
+            // Lines recorded meanwhile wait in the shared chunk.
+            if stuck == 1 {
+                record(&out, "{\"c\":333}\n");
+            }
+        }
+        assert!(stuck > 0);
+        assert_eq!(out.shared.counters.written.load(Ordering::Relaxed), 2);
+        while out.write_waiting() == Progress::Stuck {}
+        assert_eq!(out.shared.counters.written.load(Ordering::Relaxed), 3);
+        let taken = pipe.taken.lock().unwrap_or_else(PoisonError::into_inner);
+        assert_eq!(&taken[..], b"{\"a\":1}\n{\"b\":22}\n{\"c\":333}\n");
+        assert_eq!(out.health, Health::Fine);
+    }
+
+    #[test]
+    fn a_run_of_failures_ends_with_a_write_and_a_flush() {
+        let pipe = Pipe {
+            step: 1 << 20,
+            ..Pipe::default()
+        };
+        let mut out = output(&pipe);
+        pipe.broken.store(true, Ordering::Relaxed);
+        for _ in 0..3 {
+            record(&out, "x\n");
+            out.write_waiting();
+            // Flushing a broken output with nothing buffered works: it ends nothing.
+            out.flush();
+            assert!(matches!(out.health, Health::Failing { .. }));
+        }
+        assert_eq!(out.shared.counters.failed.load(Ordering::Relaxed), 3);
+        pipe.broken.store(false, Ordering::Relaxed);
+        record(&out, "y\n");
+        while out.write_waiting() == Progress::Stuck {}
+        assert!(matches!(out.health, Health::Failing { wrote: true, .. }));
+        out.flush();
+        assert_eq!(out.health, Health::Fine);
     }
 }
