@@ -469,7 +469,7 @@ async fn shutdown_writes_out_what_the_log_holds() {
 }
 
 /// The log goes into a pipe that nobody reads until every request is done: the writer
-/// blocks on it, the small buffer fills, and further lines are dropped and counted while
+/// finds it full and keeps its lines, the small buffer fills, and further lines are dropped and counted while
 /// requests go on at full speed. Once the pipe is read, every counted line arrives.
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,8 +486,18 @@ async fn a_writer_that_cannot_keep_up_drops_and_counts_lines_instead_of_blocking
             .unwrap();
         assert!(made.success(), "mkfifo");
 
-        // The reader opens the pipe (opening blocks until the gateway opens its end) and
-        // reads only once told to.
+        // The gateway refuses a pipe without a reader, so one is there before it starts
+        // (opening without blocking: nothing writes yet) and stays until the end. The
+        // reader that reads opens the pipe (opening blocks until the gateway opens its end)
+        // and reads only once told to.
+        let _present = {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .unwrap()
+        };
         let (go, wait) = std::sync::mpsc::channel::<()>();
         let read = Arc::new(AtomicUsize::new(0));
         let reader = {

@@ -4,6 +4,7 @@
 
 pub mod deadline;
 pub mod forward;
+pub mod grpc;
 pub mod headers;
 pub mod path;
 pub mod retry;
@@ -81,6 +82,7 @@ pub async fn handle(
         record.head = Some(telemetry.head(&parts));
     }
 
+    let grpc = grpc::Kind::of(&parts.headers);
     let mut limits = RateLimitState::default();
     let mut resp = match process(
         &runtime,
@@ -100,6 +102,16 @@ pub async fn handle(
             error_response(&err, &request_id)
         }
     };
+    // A gRPC client gets the gateway's own answers as gRPC statuses (the configured direct
+    // responses and redirects are the operator's to shape).
+    if let Some(kind) = grpc {
+        if !matches!(
+            record.reason,
+            "" | reason::DIRECT_RESPONSE | reason::REDIRECT
+        ) {
+            resp = grpc::refusal(resp, kind, record.reason);
+        }
+    }
     // A refusal already describes the limit that refused; an earlier limit that allowed the
     // request must not overwrite that with its own headers.
     if let (Some(applied), None) = (&limits.tightest, limits.denied_by()) {

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub struct AccessLogConfig {
     #[serde(default)]
     pub enabled: bool,
-    /// `stdout`, `stderr`, or the path of a file (opened for appending, created if missing).
+    /// `stdout`, `stderr`, or the path of a file (opened for appending, created if missing,
+    /// never waited for: a named pipe without a reader fails the start).
     #[serde(default = "access_log_defaults::output")]
     pub output: String,
     /// Lines waiting for the writer, at most; a line that finds the buffer full is dropped

@@ -176,6 +176,7 @@ impl AccessLog {
             spare: Chunk::with_capacity(CHUNK_RESERVE),
             asks: asks_rx,
             out,
+            name: config.output.trim().to_string(),
             flush_interval: config.flush_interval,
         };
         std::thread::Builder::new()
