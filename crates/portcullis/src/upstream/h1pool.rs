@@ -1,8 +1,11 @@
 //! HTTP/1.1 to upstreams: keep-alive connections kept on a stack per endpoint (no lookup
 //! by key, no task per request), on hyper's connection-level client. A connection goes
-//! back to its endpoint when the response body it carried has been sent on and dropped; a
-//! request that a reused connection never wrote (the upstream had closed it) is sent once
-//! more on another connection.
+//! back to its endpoint only when both directions of its exchange are complete: the response
+//! body it carried has been sent on and dropped, and the request body has been handed over
+//! to its end (an upstream may answer before it has read the request body; a client that
+//! then stalls must not hold up the next request on that connection). Otherwise it is
+//! closed. A request that a reused connection never wrote (the upstream had closed it) is
+//! sent once more on another connection.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +18,7 @@ use tokio::time::Instant;
 use super::client::{classify_chain, connect_tcp};
 use super::overflow::Thresholds;
 use super::Endpoint;
-use crate::body::Body;
+use crate::body::{Body, RequestEnd};
 use crate::error::{ErrorKind, ProxyError};
 
 /// Idle keep-alive connections of one endpoint, most recently used last.
@@ -29,11 +32,14 @@ struct Idle {
 }
 
 impl IdleStack {
-    /// The most recently used connection that is still open and younger than `max_idle_age`.
+    /// The most recently used connection that is still open, younger than `max_idle_age`
+    /// and ready for a request now; others are dropped (closed). A pooled connection that is
+    /// not ready is still busy with an earlier exchange: waiting for it would tie this
+    /// request to that one.
     fn pop(&self, max_idle_age: Duration) -> Option<SendRequest<Body>> {
         let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(idle) = stack.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < max_idle_age {
+            if idle.sender.is_ready() && idle.since.elapsed() < max_idle_age {
                 return Some(idle.sender);
             }
         }
@@ -66,12 +72,14 @@ impl IdleStack {
     }
 }
 
-/// A connection lent to one exchange; goes back to its endpoint's stack when dropped.
+/// A connection lent to one exchange; goes back to its endpoint's stack when dropped, if the
+/// request body it carried was handed over to its end by then (else it is closed).
 #[derive(Debug)]
 pub struct PooledConn {
     sender: Option<SendRequest<Body>>,
     endpoint: Arc<Endpoint>,
     max_idle: usize,
+    request_end: RequestEnd,
 }
 
 impl PooledConn {
@@ -84,7 +92,7 @@ impl PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
-            if !sender.is_closed() && self.max_idle > 0 {
+            if !sender.is_closed() && self.max_idle > 0 && self.request_end.reached() {
                 self.endpoint.h1_idle.push(sender, self.max_idle);
             }
         }
@@ -125,6 +133,7 @@ impl H1Pool {
         endpoint: &Arc<Endpoint>,
         mut req: http::Request<Body>,
     ) -> Result<(http::Response<Incoming>, PooledConn), ProxyError> {
+        let request_end = req.body().request_end();
         loop {
             let (mut sender, reused) = match endpoint.h1_idle.pop(self.idle_timeout) {
                 Some(sender) => (sender, true),
@@ -143,6 +152,7 @@ impl H1Pool {
                         sender: Some(sender),
                         endpoint: endpoint.clone(),
                         max_idle: self.max_idle,
+                        request_end,
                     };
                     return Ok((resp, conn));
                 }
