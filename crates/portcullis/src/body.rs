@@ -41,15 +41,13 @@ pub enum Body {
 
 /// How to tell whether a request body sent upstream has been handed over to its end (what
 /// decides whether its HTTP/1.1 connection may carry another request). No allocation of its
-/// own: a streamed body shares the `Progress` it already has.
+/// own: a streamed body shares the `Progress` it already has. As small as one pointer.
 #[derive(Debug, Clone)]
 pub enum RequestEnd {
     /// `Empty` and `Full`: the whole body is handed over at once.
     AtOnce,
     /// A streamed client body: ended once its `Progress::ended` is set.
     Watched(Arc<Progress>),
-    /// A body whose end is not tracked: never counted as complete.
-    Unknown,
 }
 
 impl RequestEnd {
@@ -58,7 +56,6 @@ impl RequestEnd {
         match self {
             RequestEnd::AtOnce => true,
             RequestEnd::Watched(progress) => progress.ended.load(Ordering::Acquire),
-            RequestEnd::Unknown => false,
         }
     }
 }
@@ -74,12 +71,12 @@ impl Body {
     }
 
     /// How to tell later whether this body, sent as a request body, was handed over to its
-    /// end.
-    pub fn request_end(&self) -> RequestEnd {
+    /// end; `None` for a body whose end is not tracked (an upstream's body).
+    pub fn request_end(&self) -> Option<RequestEnd> {
         match self {
-            Body::Empty | Body::Full(_) => RequestEnd::AtOnce,
-            Body::Limited(inner) => RequestEnd::Watched(inner.progress()),
-            Body::Upstream(..) => RequestEnd::Unknown,
+            Body::Empty | Body::Full(_) => Some(RequestEnd::AtOnce),
+            Body::Limited(inner) => Some(RequestEnd::Watched(inner.progress())),
+            Body::Upstream(..) => None,
         }
     }
 

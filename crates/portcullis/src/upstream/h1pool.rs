@@ -7,6 +7,7 @@
 //! closed. A request that a reused connection never wrote (the upstream had closed it) is
 //! sent once more on another connection.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +24,13 @@ use crate::error::{ErrorKind, ProxyError};
 
 /// Idle keep-alive connections of one endpoint, most recently used last.
 #[derive(Debug, Default)]
-pub struct IdleStack(Mutex<Vec<Idle>>);
+pub struct IdleStack {
+    stack: Mutex<Vec<Idle>>,
+    /// How many may be kept: the upstream's `max_idle_per_endpoint`, set by its pool when it
+    /// opens a connection (kept here rather than in every `PooledConn`, which rides in every
+    /// response body).
+    max_idle: AtomicUsize,
+}
 
 #[derive(Debug)]
 struct Idle {
@@ -37,7 +44,7 @@ impl IdleStack {
     /// not ready is still busy with an earlier exchange: waiting for it would tie this
     /// request to that one.
     fn pop(&self, max_idle_age: Duration) -> Option<SendRequest<Body>> {
-        let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(idle) = stack.pop() {
             if idle.sender.is_ready() && idle.since.elapsed() < max_idle_age {
                 return Some(idle.sender);
@@ -46,9 +53,9 @@ impl IdleStack {
         None
     }
 
-    fn push(&self, sender: SendRequest<Body>, max_idle: usize) {
-        let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if stack.len() < max_idle {
+    fn push(&self, sender: SendRequest<Body>) {
+        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
+        if stack.len() < self.max_idle.load(Ordering::Relaxed) {
             stack.push(Idle {
                 sender,
                 since: Instant::now(),
@@ -58,13 +65,13 @@ impl IdleStack {
 
     /// Drops connections idle longer than `max_idle_age` (closing them).
     pub fn expire(&self, max_idle_age: Duration) {
-        let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
         stack.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < max_idle_age);
     }
 
     /// Connections kept idle now.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.stack.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,9 +83,9 @@ impl IdleStack {
 /// request body it carried was handed over to its end by then (else it is closed).
 #[derive(Debug)]
 pub struct PooledConn {
+    /// `None` once discarded, or from the start when the request body's end is not tracked.
     sender: Option<SendRequest<Body>>,
     endpoint: Arc<Endpoint>,
-    max_idle: usize,
     request_end: RequestEnd,
 }
 
@@ -92,8 +99,8 @@ impl PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
-            if !sender.is_closed() && self.max_idle > 0 && self.request_end.reached() {
-                self.endpoint.h1_idle.push(sender, self.max_idle);
+            if !sender.is_closed() && self.request_end.reached() {
+                self.endpoint.h1_idle.push(sender);
             }
         }
     }
@@ -133,7 +140,10 @@ impl H1Pool {
         endpoint: &Arc<Endpoint>,
         mut req: http::Request<Body>,
     ) -> Result<(http::Response<Incoming>, PooledConn), ProxyError> {
-        let request_end = req.body().request_end();
+        // A body whose end cannot be told never lets its connection be kept.
+        let tracked = req.body().request_end();
+        let keep = tracked.is_some();
+        let mut request_end = tracked.unwrap_or(RequestEnd::AtOnce);
         loop {
             let (mut sender, reused) = match endpoint.h1_idle.pop(self.idle_timeout) {
                 Some(sender) => (sender, true),
@@ -149,10 +159,9 @@ impl H1Pool {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let conn = PooledConn {
-                        sender: Some(sender),
+                        sender: keep.then_some(sender),
                         endpoint: endpoint.clone(),
-                        max_idle: self.max_idle,
-                        request_end,
+                        request_end: std::mem::replace(&mut request_end, RequestEnd::AtOnce),
                     };
                     return Ok((resp, conn));
                 }
@@ -173,6 +182,10 @@ impl H1Pool {
     /// and `max_connections` (for the connection's life) thresholds.
     async fn connect(&self, endpoint: &Endpoint) -> Result<SendRequest<Body>, ProxyError> {
         let addr = endpoint.addr;
+        endpoint
+            .h1_idle
+            .max_idle
+            .store(self.max_idle, Ordering::Relaxed);
         let _pending = self.thresholds.pending()?;
         let open = self.thresholds.connection()?;
         let stream = connect_tcp(addr, self.connect_timeout)
