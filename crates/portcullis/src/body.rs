@@ -3,7 +3,7 @@
 //! bodies carry a stream idle timeout (`IdleWatch`) that cuts them when they stall.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +39,27 @@ pub enum Body {
     Upstream(Incoming, Picked, Option<PooledConn>, IdleWatch),
 }
 
+/// How to tell whether a request body sent upstream has been handed over to its end (what
+/// decides whether its HTTP/1.1 connection may carry another request). No allocation of its
+/// own: a streamed body shares the `Progress` it already has. As small as one pointer.
+#[derive(Debug, Clone)]
+pub enum RequestEnd {
+    /// `Empty` and `Full`: the whole body is handed over at once.
+    AtOnce,
+    /// A streamed client body: ended once its `Progress::ended` is set.
+    Watched(Arc<Progress>),
+}
+
+impl RequestEnd {
+    /// Whether the body has been handed over to its end.
+    pub fn reached(&self) -> bool {
+        match self {
+            RequestEnd::AtOnce => true,
+            RequestEnd::Watched(progress) => progress.ended.load(Ordering::Acquire),
+        }
+    }
+}
+
 impl Body {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Body::Full(Some(bytes.into()))
@@ -47,6 +68,16 @@ impl Body {
     /// An upstream's response body (see `Body::Upstream`), with no idle timeout yet.
     pub fn upstream(body: Incoming, picked: Picked, conn: Option<PooledConn>) -> Self {
         Body::Upstream(body, picked, conn, IdleWatch::OFF)
+    }
+
+    /// How to tell later whether this body, sent as a request body, was handed over to its
+    /// end; `None` for a body whose end is not tracked (an upstream's body).
+    pub fn request_end(&self) -> Option<RequestEnd> {
+        match self {
+            Body::Empty | Body::Full(_) => Some(RequestEnd::AtOnce),
+            Body::Limited(inner) => Some(RequestEnd::Watched(inner.progress())),
+            Body::Upstream(..) => None,
+        }
     }
 
     /// Cuts a streamed body (`Limited`, `Upstream`) that moves no frame for `timeout`: it then
@@ -150,6 +181,8 @@ pub struct Progress {
     pub fault: AtomicU8,
     /// Bytes received from the client so far.
     pub received: AtomicU64,
+    /// The body has yielded its last frame: it is complete (set with `Release`).
+    pub ended: AtomicBool,
 }
 
 /// Why a `LimitedIncoming` failed on the gateway's side (see `LimitedIncoming::fault`).
@@ -199,11 +232,19 @@ impl LimitedIncoming {
                     self.remaining -= len;
                     self.progress.received.fetch_add(len, Ordering::Relaxed);
                 }
+                // The sender may stop polling once the body says it is at its end (a last data
+                // frame) or after trailers: either is the end.
+                if frame.is_trailers() || self.inner.is_end_stream() {
+                    self.progress.ended.store(true, Ordering::Release);
+                }
                 self.idle.moved();
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.progress.ended.store(true, Ordering::Release);
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if !self.idle.stalled(cx) {
                     return Poll::Pending;

@@ -88,6 +88,8 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
     /// Load-shedding priority, and the header that may override it.
     pub priority: crate::upstream::shed::PriorityRule,
+    /// Protocols a client may upgrade to (lower case; never `h2c`).
+    pub upgrades: Box<[Box<str>]>,
 }
 
 /// The compiled routes of a config and one lookup table per listener.
@@ -395,6 +397,12 @@ fn compile_route(
         breaker,
         retry: rc.retry.as_ref().map(RetryPolicy::from_config),
         priority: crate::upstream::shed::PriorityRule::new(&rc.priority),
+        upgrades: rc
+            .upgrades
+            .iter()
+            .filter(|u| !u.eq_ignore_ascii_case("h2c"))
+            .map(|u| u.to_ascii_lowercase().into())
+            .collect(),
     };
     Ok((
         Entry {

@@ -326,3 +326,90 @@ async fn pass_through_host_from_an_h2_client_is_its_authority() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn connection_cannot_nominate_away_the_headers_the_gateway_manages() {
+    bounded(async {
+        let origin = Origin::start(Behavior::Echo).await;
+        let gw = Setup::new(origin.addr())
+            .route("deadline: { header: x-deadline-ms }")
+            .start()
+            .await;
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        // Each managed header, sent by the client and nominated in `Connection`; `None`: the
+        // client does not send it (the gateway sets it).
+        let cases: [(&str, Option<&str>); 8] = [
+            ("x-request-id", Some("abc-123")),
+            ("x-forwarded-for", None),
+            ("x-forwarded-proto", None),
+            ("x-forwarded-host", None),
+            ("traceparent", Some(traceparent)),
+            ("tracestate", Some("vendor=1")),
+            ("grpc-timeout", Some("5S")),
+            ("x-deadline-ms", Some("5000")),
+        ];
+        let mut lost = Vec::new();
+        for (i, (name, sent)) in cases.iter().enumerate() {
+            let mut req = Request::get(gw.url("main", &format!("/managed/{i}")))
+                .header("connection", format!("close, {name}"));
+            if let Some(value) = sent {
+                req = req.header(*name, *value);
+            }
+            let resp = TestClient::http1_no_pool()
+                .request(req.body(Default::default()).unwrap())
+                .await;
+            assert_eq!(resp.status, 200, "{name}: {}", resp.text());
+            let seen = origin
+                .requests()
+                .into_iter()
+                .find(|r| r.path_and_query() == format!("/managed/{i}"))
+                .unwrap();
+            let ok = match (*name, seen.header(name)) {
+                (_, None) => false,
+                ("x-request-id", Some(v)) => v == "abc-123" && resp.header(name) == Some(v),
+                ("traceparent" | "tracestate", Some(v)) => Some(v) == *sent,
+                (_, Some(v)) => !v.is_empty(),
+            };
+            if !ok {
+                lost.push(format!("{name}: origin saw {:?}", seen.header(name)));
+            }
+        }
+        assert!(lost.is_empty(), "{lost:#?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cookie_crumbs_from_an_http2_client_reach_an_http1_upstream_as_one_cookie() {
+    bounded(async {
+        let origin = Origin::start(Behavior::Echo).await;
+        let gw = Setup::new(origin.addr()).start().await;
+        let cases: [(&str, &[&str], &str); 3] = [
+            ("/crumbs", &["a=1", "b=2", "c=3"], "a=1; b=2; c=3"),
+            (
+                "/two",
+                &["session=x; theme=dark", "lang=en"],
+                "session=x; theme=dark; lang=en",
+            ),
+            ("/single", &["a=1; b=2"], "a=1; b=2"),
+        ];
+        for (path, cookies, joined) in cases {
+            let mut req = Request::get(gw.url("main", path));
+            for cookie in cookies {
+                req = req.header("cookie", *cookie);
+            }
+            let resp = TestClient::http2()
+                .request(req.body(Default::default()).unwrap())
+                .await;
+            assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+            let seen = origin
+                .requests()
+                .into_iter()
+                .find(|r| r.path_and_query() == path)
+                .unwrap();
+            assert_eq!(seen.version, http::Version::HTTP_11, "{path}");
+            assert_eq!(seen.header_all("cookie"), [joined], "{path}");
+        }
+    })
+    .await;
+}

@@ -165,7 +165,11 @@ async fn upgrade_request(
 async fn declined_upgrade_is_an_ordinary_request_and_the_connection_stays_http() {
     bounded(async {
         let origin = Origin::start(Behavior::Echo).await;
-        let gw = Setup::new(origin.addr()).start().await;
+        // The route lets `foo` through (by default only websocket is).
+        let gw = Setup::new(origin.addr())
+            .route("upgrades: [websocket, foo]")
+            .start()
+            .await;
         let addr = gw.addr("main");
         let mut stream = TcpStream::connect(addr).await.unwrap();
         let (head, body) = upgrade_request(addr, &mut stream, "/first").await;

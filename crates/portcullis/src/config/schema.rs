@@ -524,6 +524,10 @@ pub struct RouteConfig {
     /// The priority of the route's requests under load shedding.
     #[serde(default)]
     pub priority: PriorityConfig,
+    /// Protocols a client may switch to through this route (`Upgrade` tokens); a request
+    /// offering any other goes upstream as a plain request. `h2c` is refused.
+    #[serde(default = "defaults::upgrades")]
+    pub upgrades: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
@@ -746,6 +750,9 @@ pub mod defaults {
     }
     pub fn stream_idle_timeout() -> Duration {
         Duration::from_secs(300)
+    }
+    pub fn upgrades() -> Vec<String> {
+        vec!["websocket".to_string()]
     }
     pub fn breaker_window_calls() -> u32 {
         100

@@ -122,8 +122,11 @@ pub async fn forward(
         return Err(deadline.expired_error());
     }
     let downstream_version = parts.version;
-    let upgrade =
-        downstream_version == Version::HTTP_11 && headers::is_upgrade_request(&parts.headers);
+    // Only an upgrade to a protocol the route allows is forwarded; any other `Upgrade` is
+    // removed and the request goes on as a plain one.
+    let upgrade = downstream_version == Version::HTTP_11
+        && headers::is_upgrade_request(&parts.headers)
+        && headers::upgrade_allowed(&parts.headers, &route.upgrades);
     let downstream_upgrade = if upgrade {
         parts.extensions.remove::<OnUpgrade>()
     } else {
@@ -138,7 +141,7 @@ pub async fn forward(
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         .or_else(|| parts.headers.get(header::HOST).cloned());
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade, route.deadline.header.as_ref());
     headers::set_forwarded(
         &mut parts.headers,
         ds.peer,
@@ -386,6 +389,13 @@ pub async fn forward(
     };
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && !headers::upgrade_allowed(resp.headers(), &route.upgrades) {
+        // A switch to a protocol the route does not allow (or that was not asked for).
+        if let Some(conn) = conn {
+            conn.discard();
+        }
+        return Err(ProxyError::new(ErrorKind::UpstreamProtocol));
+    }
     if switching {
         match (
             downstream_upgrade,
@@ -397,7 +407,7 @@ pub async fn forward(
     }
 
     let (mut head, body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut head.headers, switching);
+    headers::strip_hop_by_hop(&mut head.headers, switching, None);
     head.version = downstream_version;
     let body = if switching {
         Body::Empty

@@ -1,5 +1,7 @@
-//! Header handling at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1), the
-//! `X-Forwarded-*` family with trusted proxies, and `x-request-id`.
+//! Header handling at the proxy boundary: hop-by-hop removal (RFC 9110 §7.6.1) that cannot
+//! touch the headers the gateway manages, the protocol upgrades a route lets through, the
+//! `X-Forwarded-*` family with trusted proxies, `x-request-id`, and HTTP/2 cookie crumbs
+//! joined for HTTP/1.1.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -12,14 +14,41 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Only meaningful with `Upgrade: h2c` (RFC 7540 §3.2.1), which is never forwarded: always
+/// hop-by-hop.
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Headers the gateway sets on (or vouches for in) the upstream request: the request id, the
+/// `X-Forwarded-*` family, the trace context and `grpc-timeout`. `Connection` cannot
+/// nominate them away (a route's milliseconds deadline header is passed to
+/// `strip_hop_by_hop` as well).
+const MANAGED: [HeaderName; 7] = [
+    REQUEST_ID,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+    crate::proxy::deadline::GRPC_TIMEOUT,
+];
+
+/// The upgrade token that is never forwarded: HTTP/2 spoken to the upstream directly would
+/// pass every later request by the routes.
+const H2C: &str = "h2c";
 
 /// Longest incoming request id that is kept; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Removes hop-by-hop headers: those named in `Connection`, and the fixed set. When `upgrade`
 /// is true (a protocol upgrade being proxied), `Connection: upgrade` and `Upgrade` are kept.
-/// `TE: trailers` is kept (gRPC needs it); any other `TE` is dropped.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// `TE: trailers` is kept (gRPC needs it); any other `TE` is dropped. Names the gateway
+/// manages (`MANAGED`, and `deadline_header` when the route has one) are not removed when
+/// `Connection` lists them: the gateway sets them itself.
+pub fn strip_hop_by_hop(
+    headers: &mut HeaderMap,
+    upgrade: bool,
+    deadline_header: Option<&HeaderName>,
+) {
     // One pass over the names finds which hop-by-hop fields are present (most messages carry
     // none, or only `Connection`); only those are then looked up and removed.
     let mut present = Present::default();
@@ -36,6 +65,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
             .filter(|name| *name != header::TE && !(upgrade && *name == header::UPGRADE))
             .filter(|name| !is_hop_by_hop(name))
+            .filter(|name| !MANAGED.contains(name) && Some(name) != deadline_header)
             .collect();
         for name in listed {
             headers.remove(&name);
@@ -50,6 +80,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
     if present.transfer_encoding {
         headers.remove(header::TRANSFER_ENCODING);
+    }
+    if present.http2_settings {
+        headers.remove(HTTP2_SETTINGS);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -79,6 +112,7 @@ struct Present {
     transfer_encoding: bool,
     upgrade: bool,
     te: bool,
+    http2_settings: bool,
 }
 
 impl Present {
@@ -95,6 +129,8 @@ impl Present {
             self.keep_alive = true;
         } else if name == PROXY_CONNECTION {
             self.proxy_connection = true;
+        } else if name == HTTP2_SETTINGS {
+            self.http2_settings = true;
         }
     }
 }
@@ -107,6 +143,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::TE
         || name == KEEP_ALIVE
         || name == PROXY_CONNECTION
+        || name == HTTP2_SETTINGS
 }
 
 /// Whether the request asks for a protocol upgrade (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
@@ -118,6 +155,53 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Whether every protocol `Upgrade` offers is one of `allowed` (lower-case protocol names,
+/// compared without case and without a `/version`), and it offers at least one; `h2c` never
+/// is. Of a request, an `Upgrade` that fails this is not forwarded (the request goes on as a
+/// plain one); of a 101 response, it is refused.
+pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[Box<str>]) -> bool {
+    let mut offered = false;
+    for value in headers.get_all(header::UPGRADE) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        for token in value.split(',') {
+            let token = token.trim();
+            if token.is_empty() {
+                continue;
+            }
+            let name = token.split_once('/').map_or(token, |(name, _)| name).trim();
+            if name.eq_ignore_ascii_case(H2C)
+                || !allowed.iter().any(|a| name.eq_ignore_ascii_case(a))
+            {
+                return false;
+            }
+            offered = true;
+        }
+    }
+    offered
+}
+
+/// Joins several `Cookie` fields (an HTTP/2 client may split its cookies, RFC 9113 §8.2.3)
+/// into one with `"; "`, as an HTTP/1.1 request must carry them. One field or none is left
+/// as it is, without allocating.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 /// The client's address as the gateway believes it: the peer, or — when the peer is a trusted
@@ -260,7 +344,7 @@ mod tests {
             ("te", "gzip"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, false, None);
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["x-kept"]);
     }
@@ -273,10 +357,67 @@ mod tests {
             ("te", "trailers, deflate"),
         ]);
         assert!(is_upgrade_request(&h));
-        strip_hop_by_hop(&mut h, true);
+        strip_hop_by_hop(&mut h, true, None);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn connection_cannot_nominate_managed_headers() {
+        let deadline = HeaderName::from_static("x-deadline-ms");
+        let managed = [
+            "x-request-id",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "traceparent",
+            "tracestate",
+            "grpc-timeout",
+            "x-deadline-ms",
+        ];
+        let mut pairs = vec![("connection", "close, X-Other")];
+        for name in managed {
+            pairs.push(("connection", name));
+            pairs.push((name, "v"));
+        }
+        pairs.push(("x-other", "1"));
+        pairs.push(("http2-settings", "AAMAAABkAAQAAP__"));
+        let mut h = map(&pairs);
+        strip_hop_by_hop(&mut h, false, Some(&deadline));
+        for name in managed {
+            assert_eq!(h[name], "v", "{name}");
+        }
+        assert!(!h.contains_key("x-other"));
+        assert!(!h.contains_key("connection"));
+        assert!(!h.contains_key("http2-settings"));
+    }
+
+    #[test]
+    fn only_allowed_upgrade_tokens_pass_and_h2c_never() {
+        let allowed: Vec<Box<str>> = vec!["websocket".into(), "h2c".into()];
+        let case = |value: &str| upgrade_allowed(&map(&[("upgrade", value)]), &allowed);
+        assert!(case("websocket"));
+        assert!(case("WebSocket"));
+        assert!(case("websocket/13"));
+        for refused in ["h2c", "H2C", "websocket, h2c", "foo", "h2", " , ", ""] {
+            assert!(!case(refused), "{refused:?}");
+        }
+        assert!(!upgrade_allowed(&HeaderMap::new(), &allowed));
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_and_a_single_cookie_is_untouched() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2; c=3");
+        let mut h = map(&[("cookie", "a=1; b=2")]);
+        join_cookies(&mut h);
+        assert_eq!(h["cookie"], "a=1; b=2");
+        let mut h = HeaderMap::new();
+        join_cookies(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -68,6 +68,8 @@ impl UpstreamClient {
             UpstreamClient::Http1(pool) => {
                 *req.uri_mut() = Uri::from(path_and_query);
                 *req.version_mut() = Version::HTTP_11;
+                // Cookie crumbs of an HTTP/2 client travel as one field over HTTP/1.1.
+                crate::proxy::headers::join_cookies(req.headers_mut());
                 // HTTP/1.1 requires a Host; a client that sent none (HTTP/1.0) gets the endpoint's.
                 if !req.headers().contains_key(header::HOST) {
                     if let Ok(host) = HeaderValue::from_str(endpoint.authority.as_str()) {

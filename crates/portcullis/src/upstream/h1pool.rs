@@ -1,9 +1,13 @@
 //! HTTP/1.1 to upstreams: keep-alive connections kept on a stack per endpoint (no lookup
 //! by key, no task per request), on hyper's connection-level client. A connection goes
-//! back to its endpoint when the response body it carried has been sent on and dropped; a
-//! request that a reused connection never wrote (the upstream had closed it) is sent once
-//! more on another connection.
+//! back to its endpoint only when both directions of its exchange are complete: the response
+//! body it carried has been sent on and dropped, and the request body has been handed over
+//! to its end (an upstream may answer before it has read the request body; a client that
+//! then stalls must not hold up the next request on that connection). Otherwise it is
+//! closed. A request that a reused connection never wrote (the upstream had closed it) is
+//! sent once more on another connection.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,12 +19,18 @@ use tokio::time::Instant;
 use super::client::{classify_chain, connect_tcp};
 use super::overflow::Thresholds;
 use super::Endpoint;
-use crate::body::Body;
+use crate::body::{Body, RequestEnd};
 use crate::error::{ErrorKind, ProxyError};
 
 /// Idle keep-alive connections of one endpoint, most recently used last.
 #[derive(Debug, Default)]
-pub struct IdleStack(Mutex<Vec<Idle>>);
+pub struct IdleStack {
+    stack: Mutex<Vec<Idle>>,
+    /// How many may be kept: the upstream's `max_idle_per_endpoint`, set by its pool when it
+    /// opens a connection (kept here rather than in every `PooledConn`, which rides in every
+    /// response body).
+    max_idle: AtomicUsize,
+}
 
 #[derive(Debug)]
 struct Idle {
@@ -29,20 +39,23 @@ struct Idle {
 }
 
 impl IdleStack {
-    /// The most recently used connection that is still open and younger than `max_idle_age`.
+    /// The most recently used connection that is still open, younger than `max_idle_age`
+    /// and ready for a request now; others are dropped (closed). A pooled connection that is
+    /// not ready is still busy with an earlier exchange: waiting for it would tie this
+    /// request to that one.
     fn pop(&self, max_idle_age: Duration) -> Option<SendRequest<Body>> {
-        let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(idle) = stack.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < max_idle_age {
+            if idle.sender.is_ready() && idle.since.elapsed() < max_idle_age {
                 return Some(idle.sender);
             }
         }
         None
     }
 
-    fn push(&self, sender: SendRequest<Body>, max_idle: usize) {
-        let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if stack.len() < max_idle {
+    fn push(&self, sender: SendRequest<Body>) {
+        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
+        if stack.len() < self.max_idle.load(Ordering::Relaxed) {
             stack.push(Idle {
                 sender,
                 since: Instant::now(),
@@ -52,13 +65,13 @@ impl IdleStack {
 
     /// Drops connections idle longer than `max_idle_age` (closing them).
     pub fn expire(&self, max_idle_age: Duration) {
-        let mut stack = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
         stack.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < max_idle_age);
     }
 
     /// Connections kept idle now.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.stack.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -66,12 +79,14 @@ impl IdleStack {
     }
 }
 
-/// A connection lent to one exchange; goes back to its endpoint's stack when dropped.
+/// A connection lent to one exchange; goes back to its endpoint's stack when dropped, if the
+/// request body it carried was handed over to its end by then (else it is closed).
 #[derive(Debug)]
 pub struct PooledConn {
+    /// `None` once discarded, or from the start when the request body's end is not tracked.
     sender: Option<SendRequest<Body>>,
     endpoint: Arc<Endpoint>,
-    max_idle: usize,
+    request_end: RequestEnd,
 }
 
 impl PooledConn {
@@ -84,8 +99,8 @@ impl PooledConn {
 impl Drop for PooledConn {
     fn drop(&mut self) {
         if let Some(sender) = self.sender.take() {
-            if !sender.is_closed() && self.max_idle > 0 {
-                self.endpoint.h1_idle.push(sender, self.max_idle);
+            if !sender.is_closed() && self.request_end.reached() {
+                self.endpoint.h1_idle.push(sender);
             }
         }
     }
@@ -125,6 +140,10 @@ impl H1Pool {
         endpoint: &Arc<Endpoint>,
         mut req: http::Request<Body>,
     ) -> Result<(http::Response<Incoming>, PooledConn), ProxyError> {
+        // A body whose end cannot be told never lets its connection be kept.
+        let tracked = req.body().request_end();
+        let keep = tracked.is_some();
+        let mut request_end = tracked.unwrap_or(RequestEnd::AtOnce);
         loop {
             let (mut sender, reused) = match endpoint.h1_idle.pop(self.idle_timeout) {
                 Some(sender) => (sender, true),
@@ -140,9 +159,9 @@ impl H1Pool {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let conn = PooledConn {
-                        sender: Some(sender),
+                        sender: keep.then_some(sender),
                         endpoint: endpoint.clone(),
-                        max_idle: self.max_idle,
+                        request_end: std::mem::replace(&mut request_end, RequestEnd::AtOnce),
                     };
                     return Ok((resp, conn));
                 }
@@ -163,6 +182,10 @@ impl H1Pool {
     /// and `max_connections` (for the connection's life) thresholds.
     async fn connect(&self, endpoint: &Endpoint) -> Result<SendRequest<Body>, ProxyError> {
         let addr = endpoint.addr;
+        endpoint
+            .h1_idle
+            .max_idle
+            .store(self.max_idle, Ordering::Relaxed);
         let _pending = self.thresholds.pending()?;
         let open = self.thresholds.connection()?;
         let stream = connect_tcp(addr, self.connect_timeout)

@@ -78,7 +78,28 @@ fn route(path: &str, r: &RouteConfig, names: &Names<'_>, p: &mut Problems) {
         p,
     );
     positive(p, format!("{path}.timeout"), r.timeout);
+    for (j, token) in r.upgrades.iter().enumerate() {
+        p.check(format!("{path}.upgrades[{j}]"), upgrade_token(token));
+    }
     super::protection::route(path, r, p);
+}
+
+/// An `Upgrade` protocol name a route may let through: a token (RFC 9110 §5.6.2) without a
+/// version, and not HTTP/2 (`h2c` over an upgraded connection would let the client send
+/// requests the routes never see; `h2` is not an upgrade token at all).
+fn upgrade_token(token: &str) -> Result<(), String> {
+    if token.eq_ignore_ascii_case("h2c") || token.eq_ignore_ascii_case("h2") {
+        return Err(format!(
+            "\"{token}\" is refused: HTTP/2 over an upgraded connection would bypass the routes"
+        ));
+    }
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if token.is_empty() || !token.bytes().all(tchar) {
+        return Err(format!(
+            "\"{token}\" is not a protocol name (a token such as websocket)"
+        ));
+    }
+    Ok(())
 }
 
 fn route_match(path: &str, m: &RouteMatch, p: &mut Problems) {

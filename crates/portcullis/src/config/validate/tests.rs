@@ -481,3 +481,20 @@ routes:
         ],
     );
 }
+
+#[test]
+fn route_upgrades_refuse_http2_and_non_tokens() {
+    let yaml = format!("{BASE}    upgrades: [websocket, h2c, H2C, h2, \"web socket\", \"\"]\n");
+    assert_problems(
+        &yaml,
+        &[
+            "routes[0].upgrades[1]: \"h2c\" is refused: HTTP/2 over an upgraded connection would bypass the routes",
+            "routes[0].upgrades[2]: \"H2C\" is refused: HTTP/2 over an upgraded connection would bypass the routes",
+            "routes[0].upgrades[3]: \"h2\" is refused: HTTP/2 over an upgraded connection would bypass the routes",
+            "routes[0].upgrades[4]: \"web socket\" is not a protocol name (a token such as websocket)",
+            "routes[0].upgrades[5]: \"\" is not a protocol name (a token such as websocket)",
+        ],
+    );
+    assert_problems(&format!("{BASE}    upgrades: []\n"), &[]);
+    assert_problems(&format!("{BASE}    upgrades: [websocket, foo]\n"), &[]);
+}
