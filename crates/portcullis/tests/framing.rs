@@ -599,3 +599,55 @@ async fn http2_requests_follow_the_applicable_rules() {
     assert!(seen[0].headers.keys().all(|k| !k.as_str().contains('_')));
     assert_eq!(seen[0].header("x-kept"), Some("yes"));
 }
+
+/// Refusals of the conformance check are counted by reason like every other refusal.
+#[tokio::test]
+async fn refusals_are_counted_by_reason() {
+    portcullis_test::init_tracing();
+    let origin = Origin::start(Behavior::Echo).await;
+    let gw = TestGateway::start(&format!(
+        r#"
+admin: {{ address: "127.0.0.1:0" }}
+listeners: [{{ name: main, address: "127.0.0.1:0" }}]
+upstreams: [{{ name: app, endpoints: [{{ address: "{}" }}] }}]
+routes: [{{ name: app, match: {{ path: {{ prefix: / }} }}, action: {{ proxy: {{ upstream: app }} }} }}]
+"#,
+        origin.addr()
+    ))
+    .await;
+    let refused = [
+        (
+            "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "invalid_host",
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "unsupported_transfer_coding",
+        ),
+    ];
+    for (bytes, reason) in refused {
+        let answer = send(gw.addr("main"), bytes.as_bytes()).await;
+        assert_eq!(answer.reason.as_deref(), Some(reason), "{answer:?}");
+    }
+    let client = TestClient::http1();
+    let counted = |text: &str, reason: &str| {
+        text.lines().any(|l| {
+            l.starts_with("portcullis_requests_total{")
+                && l.contains(&format!("reason=\"{reason}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = client.get(&gw.admin_url("/metrics")).await.text();
+        if refused.iter().all(|(_, reason)| counted(&text, reason)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refusals not counted by reason:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.hits(), 0);
+}
