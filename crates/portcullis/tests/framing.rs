@@ -351,6 +351,16 @@ async fn http11_needs_exactly_one_valid_host() {
             "GET http://t{p} HTTP/1.1\r\nConnection: close\r\n\r\n".to_string(),
             bad,
         ),
+        (
+            "absolute form with userinfo",
+            "GET http://user@t{p} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_string(),
+            bad,
+        ),
+        (
+            "absolute form, invalid Host",
+            "GET http://t{p} HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n".to_string(),
+            bad,
+        ),
         ("one Host", get("Host: t\r\n"), Forwarded),
         ("Host with port", get("Host: t:8080\r\n"), Forwarded),
         ("IPv6 Host", get("Host: [::1]:8080\r\n"), Forwarded),

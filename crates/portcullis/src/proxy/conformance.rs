@@ -222,6 +222,11 @@ fn host(parts: &mut Parts, hosts: usize) -> Result<(), Refusal> {
         return Err(INVALID_HOST);
     }
     if let Some(authority) = parts.uri.authority() {
+        // A target's userinfo (`http://user@host/`) is deprecated and treated as an error
+        // (RFC 9110 §4.2.4); it would also make an invalid `Host`.
+        if authority.as_str().contains('@') {
+            return Err(INVALID_HOST);
+        }
         if authority.as_str().as_bytes() != value.as_bytes() {
             let replaced = HeaderValue::from_str(authority.as_str()).map_err(|_| INVALID_HOST)?;
             parts.headers.insert(header::HOST, replaced);
@@ -357,6 +362,8 @@ mod tests {
         assert_eq!(p.headers.get_all("host").iter().count(), 1);
         assert_eq!(p.headers["host"], "t.example:81");
         let mut p = parts(Version::HTTP_11, "http://t.example/a", &[]);
+        assert_eq!(check(&mut p, &Limits::default()), Err(INVALID_HOST));
+        let mut p = parts(Version::HTTP_11, "http://u@t.example/a", &[("host", "t")]);
         assert_eq!(check(&mut p, &Limits::default()), Err(INVALID_HOST));
     }
 
