@@ -22,6 +22,12 @@ pub const UPSTREAM_OVERFLOW: &str = "upstream_overflow";
 pub const SHED: &str = "shed";
 pub const DEADLINE_EXCEEDED: &str = "deadline_exceeded";
 pub const REQUEST_TIMEOUT: &str = "request_timeout";
+pub const UNSUPPORTED_TRANSFER_CODING: &str = "unsupported_transfer_coding";
+pub const BAD_FRAMING: &str = "bad_framing";
+pub const INVALID_HOST: &str = "invalid_host";
+pub const URI_TOO_LONG: &str = "uri_too_long";
+pub const HEADER_TOO_LARGE: &str = "header_too_large";
+pub const UNDERSCORE_HEADER: &str = "underscore_header";
 
 /// Every reason, for turning a gateway-made response's header back into its constant.
 pub const ALL: &[&str] = &[
@@ -43,6 +49,12 @@ pub const ALL: &[&str] = &[
     SHED,
     DEADLINE_EXCEEDED,
     REQUEST_TIMEOUT,
+    UNSUPPORTED_TRANSFER_CODING,
+    BAD_FRAMING,
+    INVALID_HOST,
+    URI_TOO_LONG,
+    HEADER_TOO_LARGE,
+    UNDERSCORE_HEADER,
 ];
 
 /// The constant for a reason header the gateway itself wrote (`""` when it is none of ours).

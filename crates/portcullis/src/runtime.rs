@@ -7,6 +7,7 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::policy::ratelimit::{RateLimiter, Registry};
+use crate::proxy::conformance;
 use crate::router::Router;
 use crate::upstream::Upstream;
 
@@ -30,6 +31,8 @@ pub struct ListenerRuntime {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Rate-limit policies asked for every request on the listener, before routing.
     pub rate_limits: Vec<Arc<RateLimiter>>,
+    /// The head limits and framing rules every request is checked against first.
+    pub conformance: conformance::Limits,
 }
 
 impl Runtime {
@@ -62,6 +65,7 @@ impl Runtime {
                     name: l.name.as_str().into(),
                     trusted_proxies: l.trusted_proxies.clone(),
                     rate_limits,
+                    conformance: conformance::Limits::new(&l.limits),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

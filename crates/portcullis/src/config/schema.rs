@@ -309,6 +309,18 @@ pub struct ListenerLimits {
     /// the connection is closed with GOAWAY (made-you-reset floods).
     #[serde(default = "defaults::h2_max_local_error_reset_streams")]
     pub h2_max_local_error_reset_streams: usize,
+    /// Longest request line (method, target and version); longer gets 414. HTTP/2: the
+    /// method and `:path`.
+    #[serde(default = "defaults::max_request_line_bytes")]
+    #[schemars(with = "String")]
+    pub max_request_line_bytes: ByteSize,
+    /// Longest single header line (`name: value`); longer gets 431.
+    #[serde(default = "defaults::max_header_line_bytes")]
+    #[schemars(with = "String")]
+    pub max_header_line_bytes: ByteSize,
+    /// What to do with request header names that contain `_`.
+    #[serde(default)]
+    pub underscore_headers: UnderscoreHeaders,
 }
 
 impl Default for ListenerLimits {
@@ -322,8 +334,25 @@ impl Default for ListenerLimits {
             h2_max_concurrent_streams: defaults::h2_max_concurrent_streams(),
             h2_max_pending_accept_reset_streams: defaults::h2_max_pending_accept_reset_streams(),
             h2_max_local_error_reset_streams: defaults::h2_max_local_error_reset_streams(),
+            max_request_line_bytes: defaults::max_request_line_bytes(),
+            max_header_line_bytes: defaults::max_header_line_bytes(),
+            underscore_headers: UnderscoreHeaders::default(),
         }
     }
+}
+
+/// What a listener does with a request header whose name contains `_` (some servers treat
+/// `x_user` and `x-user` alike, so such names can smuggle a header past a filter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnderscoreHeaders {
+    /// Answer 400 (`underscore_header`).
+    Reject,
+    /// Remove such headers before anything else sees the request.
+    #[default]
+    Drop,
+    /// Keep and forward them.
+    Allow,
 }
 
 /// Protocol spoken to an upstream's endpoints.
@@ -687,6 +716,12 @@ pub mod defaults {
     }
     pub fn h2_max_local_error_reset_streams() -> usize {
         1024
+    }
+    pub fn max_request_line_bytes() -> ByteSize {
+        ByteSize::kib(8)
+    }
+    pub fn max_header_line_bytes() -> ByteSize {
+        ByteSize::kib(16)
     }
     pub fn dns_refresh() -> Duration {
         Duration::from_secs(30)

@@ -139,6 +139,18 @@ fn limits(path: &str, l: &ListenerLimits, p: &mut Problems) {
         l.header_read_timeout,
     );
     positive(p, format!("{path}.keepalive_timeout"), l.keepalive_timeout);
+    for (field, value) in [
+        ("max_request_line_bytes", l.max_request_line_bytes),
+        ("max_header_line_bytes", l.max_header_line_bytes),
+    ] {
+        let bytes = value.as_u64();
+        if !(256..=1024 * 1024).contains(&bytes) {
+            p.push(
+                format!("{path}.{field}"),
+                format!("must be from 256B to 1MiB, got {bytes} bytes"),
+            );
+        }
+    }
 }
 
 fn admin(config: &Config, listener_addrs: &[(usize, SocketAddr)], p: &mut Problems) {

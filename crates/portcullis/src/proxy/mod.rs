@@ -1,7 +1,8 @@
-//! THE request pipeline. `handle` reads top to bottom: route, policies on the request, the
-//! route's action (forward, direct response, redirect), policies on the response, finish.
+//! THE request pipeline. `handle` reads top to bottom: the head's conformance, route, policies
+//! on the request, the route's action (forward, direct response, redirect), policies on the response, finish.
 //! `docs/request-lifecycle.md` draws the same steps.
 
+pub mod conformance;
 pub mod deadline;
 pub mod forward;
 pub mod grpc;
@@ -71,6 +72,12 @@ pub async fn handle(
     let _in_flight = InFlight::enter(&ds.in_flight);
     let runtime = ds.shared.runtime.load_full();
     let (mut parts, body) = req.into_parts();
+    // 0. The head must be conforming HTTP within the listener's limits, before anything reads
+    //    it (and before the gateway adds headers of its own).
+    let conforms = match runtime.listeners.get(ds.listener) {
+        Some(listener) => conformance::check(&mut parts, &listener.conformance),
+        None => Ok(()),
+    };
     let request_id = headers::ensure_request_id(&mut parts.headers);
     let telemetry = &ds.shared.telemetry;
     let mut record = Record::new(arrived, &ds);
@@ -84,22 +91,31 @@ pub async fn handle(
 
     let grpc = grpc::Kind::of(&parts.headers);
     let mut limits = RateLimitState::default();
-    let mut resp = match process(
-        &runtime,
-        &ds,
-        parts,
-        body,
-        &request_id,
-        &mut limits,
-        &mut record,
-    )
-    .await
-    {
-        Ok(resp) => resp,
-        Err(err) => {
-            log_error(&err, &ds, &request_id);
-            record.reason = err.status_and_reason().1;
-            error_response(&err, &request_id)
+    let mut resp = if let Err(refusal) = conforms {
+        tracing::debug!(
+            peer = %ds.peer, status = refusal.status.as_u16(), reason = refusal.reason,
+            request_id = ?request_id, "request refused"
+        );
+        record.reason = refusal.reason;
+        refusal.response(parts.version, &request_id)
+    } else {
+        match process(
+            &runtime,
+            &ds,
+            parts,
+            body,
+            &request_id,
+            &mut limits,
+            &mut record,
+        )
+        .await
+        {
+            Ok(resp) => resp,
+            Err(err) => {
+                log_error(&err, &ds, &request_id);
+                record.reason = err.status_and_reason().1;
+                error_response(&err, &request_id)
+            }
         }
     };
     // A gRPC client gets the gateway's own answers as gRPC statuses (the configured direct

@@ -128,6 +128,30 @@ listeners:
 }
 
 #[test]
+fn listener_line_limits() {
+    let yaml = r#"
+listeners:
+  - name: a
+    address: 127.0.0.1:8080
+    limits: { max_request_line_bytes: 255B, max_header_line_bytes: 2MiB }
+  - name: b
+    address: 127.0.0.1:8081
+    limits:
+      max_request_line_bytes: 256B
+      max_header_line_bytes: 1MiB
+      max_header_bytes: 1KiB
+      underscore_headers: reject
+"#;
+    assert_problems(
+        yaml,
+        &[
+            "listeners[0].limits.max_request_line_bytes: must be from 256B to 1MiB, got 255 bytes",
+            "listeners[0].limits.max_header_line_bytes: must be from 256B to 1MiB, got 2097152 bytes",
+        ],
+    );
+}
+
+#[test]
 fn upstream_problems() {
     let yaml = r#"
 listeners: [{ name: a, address: "127.0.0.1:8080" }]
