@@ -309,6 +309,15 @@ pub struct ListenerLimits {
     /// the connection is closed with GOAWAY (made-you-reset floods).
     #[serde(default = "defaults::h2_max_local_error_reset_streams")]
     pub h2_max_local_error_reset_streams: usize,
+    /// A new connection must deliver its first request head within this (protocol detection,
+    /// the HTTP/2 preface and the first request), or it is closed.
+    #[serde(default = "defaults::first_request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub first_request_timeout: Duration,
+    /// Connections one client IP may hold open at once; further ones are closed at accept.
+    /// 0: no cap.
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ListenerLimits {
@@ -322,6 +331,8 @@ impl Default for ListenerLimits {
             h2_max_concurrent_streams: defaults::h2_max_concurrent_streams(),
             h2_max_pending_accept_reset_streams: defaults::h2_max_pending_accept_reset_streams(),
             h2_max_local_error_reset_streams: defaults::h2_max_local_error_reset_streams(),
+            first_request_timeout: defaults::first_request_timeout(),
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -683,6 +694,9 @@ pub mod defaults {
     }
     pub fn h2_max_local_error_reset_streams() -> usize {
         1024
+    }
+    pub fn first_request_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn dns_refresh() -> Duration {
         Duration::from_secs(30)

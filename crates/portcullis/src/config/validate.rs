@@ -139,6 +139,11 @@ fn limits(path: &str, l: &ListenerLimits, p: &mut Problems) {
         l.header_read_timeout,
     );
     positive(p, format!("{path}.keepalive_timeout"), l.keepalive_timeout);
+    positive(
+        p,
+        format!("{path}.first_request_timeout"),
+        l.first_request_timeout,
+    );
 }
 
 fn admin(config: &Config, listener_addrs: &[(usize, SocketAddr)], p: &mut Problems) {
