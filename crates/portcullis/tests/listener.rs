@@ -648,3 +648,53 @@ async fn read_body(s: &mut TcpStream) -> Vec<u8> {
         body.extend_from_slice(&chunk[..size]);
     }
 }
+
+#[tokio::test]
+async fn a_head_that_stalls_is_cut_at_the_header_read_timeout_and_counted() {
+    let origin = Origin::start(Behavior::Echo).await;
+    let gw = gateway(origin.addr(), "header_read_timeout: 300ms", "").await;
+    for listener in ["auto", "h1"] {
+        // A first request, then the start of a second one that never ends.
+        let mut s = TcpStream::connect(gw.addr(listener)).await.unwrap();
+        s.write_all(b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nGET /hello HTTP/1.1\r\nHost: t\r\n")
+            .await
+            .unwrap();
+        let got = raw::read_until_close(&mut s, WAIT).await;
+        assert_eq!(status_of(&got), Some(200), "{listener}: {:?}", lossy(&got));
+        // Closed without a second answer.
+        assert_eq!(lossy(&got).matches("HTTP/1.1 ").count(), 1, "{listener}");
+        metric_reaches(
+            &gw,
+            "portcullis_listener_connections_refused_total",
+            &[("listener", listener), ("reason", "header_timeout")],
+            1.0,
+        )
+        .await;
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_head_pipelined_after_a_good_request_gets_the_gateways_answer() {
+    let origin = Origin::start(Behavior::Echo).await;
+    let gw = gateway(origin.addr(), "", "").await;
+    for listener in ["auto", "h1"] {
+        let got = exchange(
+            gw.addr(listener),
+            b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\nG(T /hello HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .await;
+        let text = lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200 "), "{listener}: {text:?}");
+        let second = text
+            .find("\r\n\r\nhello")
+            .map(|i| &text[i + 9..])
+            .unwrap_or("");
+        assert!(second.starts_with("HTTP/1.1 400 "), "{listener}: {text:?}");
+        assert!(
+            second.contains("x-portcullis-reason: bad_request"),
+            "{listener}: {text:?}"
+        );
+    }
+    gw.shutdown().await;
+}
