@@ -698,3 +698,40 @@ async fn a_malformed_head_pipelined_after_a_good_request_gets_the_gateways_answe
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_websocket_tunnel_keeps_its_place_under_the_per_ip_cap() {
+    let origin = Origin::start(Behavior::WebSocketEcho).await;
+    let gw = gateway(origin.addr(), "max_connections_per_ip: 1", "").await;
+    for listener in ["auto", "h1"] {
+        let addr = gw.addr(listener);
+        let mut ws = ws_connect(&gw.ws_url(listener, "/chat")).await;
+        ws.send(Message::text("hi")).await.unwrap();
+        assert_eq!(
+            timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap(),
+            Message::text("hi")
+        );
+        // The tunnel holds the IP's one connection.
+        let mut over = connect_from([127, 0, 0, 1], addr).await;
+        let mut buf = [0u8; 64];
+        let n = timeout(WAIT, over.read(&mut buf))
+            .await
+            .expect("closed in time");
+        assert!(
+            matches!(n, Ok(0) | Err(_)),
+            "{listener}: over the cap: {n:?}"
+        );
+        drop(ws);
+        // Once the tunnel has ended, the IP may connect again.
+        let mut served = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            served = hello_on(connect_from([127, 0, 0, 1], addr).await).await;
+            if served.is_some() {
+                break;
+            }
+        }
+        assert_eq!(served, Some(200), "{listener}");
+    }
+    gw.shutdown().await;
+}

@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::per_ip::IpSlot;
 use super::watched::Watched;
 use super::{refusal, ListenerShared, Server};
 use crate::body::BoxError;
@@ -156,6 +157,7 @@ pub async fn serve(
     stream: TcpStream,
     ds: Arc<Downstream>,
     ls: &Arc<ListenerShared>,
+    ip_slot: Option<IpSlot>,
     stop: CancellationToken,
 ) {
     let protocol = match ls.server {
@@ -164,7 +166,13 @@ pub async fn serve(
         Server::Auto(_) => UNDECIDED,
     };
     let state = Arc::new(ConnState::new(protocol));
-    let io = TokioIo::new(Watched::new(stream, state.clone(), ds.clone(), ls.clone()));
+    let io = TokioIo::new(Watched::new(
+        stream,
+        state.clone(),
+        ds.clone(),
+        ls.clone(),
+        ip_slot,
+    ));
     let peer = ds.peer;
     let shared = ds.shared.clone();
     let control = Arc::new(Control::default());

@@ -214,9 +214,8 @@ pub fn spawn_accept_loop(
             let tracked = ls.metrics.as_ref().map(|m| m.track(&ds));
             let ls = ls.clone();
             shared.tasks.spawn(async move {
-                connection::serve(stream, ds, &ls, stop).await;
+                connection::serve(stream, ds, &ls, ip_slot, stop).await;
                 drop(tracked);
-                drop(ip_slot);
             });
         }
         tracing::debug!(listener = %ls.name, "stopped accepting");

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::connection::{ConnState, HTTP1, HTTP2, UNDECIDED};
+use super::per_ip::IpSlot;
 use super::{refusal, ListenerShared};
 use crate::proxy::Downstream;
 
@@ -52,6 +53,9 @@ pub struct Watched {
     /// request line), and the request count that head belongs to (reset by a new request).
     head_lf: bool,
     head_requests: u64,
+    /// The connection's place under `max_connections_per_ip`: held as long as the stream,
+    /// so a connection upgraded to a tunnel keeps counting.
+    _ip_slot: Option<IpSlot>,
 }
 
 impl Watched {
@@ -60,6 +64,7 @@ impl Watched {
         state: Arc<ConnState>,
         ds: Arc<Downstream>,
         ls: Arc<ListenerShared>,
+        ip_slot: Option<IpSlot>,
     ) -> Self {
         let rewrite = if state.protocol() == HTTP2 {
             Rewrite::Off
@@ -75,6 +80,7 @@ impl Watched {
             preface: 0,
             head_lf: false,
             head_requests: 0,
+            _ip_slot: ip_slot,
         }
     }
 
