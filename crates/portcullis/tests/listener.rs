@@ -735,3 +735,67 @@ async fn a_websocket_tunnel_keeps_its_place_under_the_per_ip_cap() {
     }
     gw.shutdown().await;
 }
+
+/// An origin that answers every GET with a `Content-Length` body sent in two writes, the
+/// second (after a pause, so it leaves the gateway in a write of its own) looking exactly
+/// like hyper's bare 400.
+async fn split_body_origin() -> (SocketAddr, Vec<u8>) {
+    let first: &[u8] = b"first part;";
+    let last: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                            first.len() + last.len()
+                        );
+                        let ok = s.write_all(head.as_bytes()).await.is_ok()
+                            && s.write_all(first).await.is_ok();
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        if !ok || s.write_all(last).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, [first, last].concat())
+}
+
+#[tokio::test]
+async fn a_last_body_write_that_looks_like_hypers_bare_400_is_passed_on_untouched() {
+    let (origin, want) = split_body_origin().await;
+    for telemetry in ["", "metrics: { enabled: false }"] {
+        let gw = gateway(origin, "", telemetry).await;
+        for listener in ["auto", "h1"] {
+            let mut s = TcpStream::connect(gw.addr(listener)).await.unwrap();
+            for round in 0..3 {
+                s.write_all(b"GET /app HTTP/1.1\r\nHost: t\r\n\r\n")
+                    .await
+                    .unwrap();
+                let body = read_body(&mut s).await;
+                assert_eq!(
+                    lossy(&body),
+                    lossy(&want),
+                    "{telemetry}/{listener} #{round}"
+                );
+            }
+        }
+        gw.shutdown().await;
+    }
+}
