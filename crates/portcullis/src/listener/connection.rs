@@ -295,7 +295,7 @@ async fn watchdog(
     tokio::pin!(first_request);
     let mut waiting_first = true;
     let check_every = (idle / IDLE_CHECKS).max(Duration::from_millis(1));
-    let mut last_seen = Some((state.protocol() == HTTP2, 0));
+    let mut last_seen = (state.protocol() == HTTP2, 0);
     let mut quiet_checks = 0;
     let mut closing = false;
     // Closing because idle: a peer that ignores the graceful close (an HTTP/2 client that
@@ -339,7 +339,7 @@ async fn watchdog(
                     )
                 };
                 let seen = (h2, now_seen);
-                if last_seen == Some(seen) && !busy {
+                if last_seen == seen && !busy {
                     quiet_checks += 1;
                     let patience = if h2 { 1 } else { IDLE_CHECKS };
                     if idle_closing && quiet_checks >= patience {
@@ -355,7 +355,7 @@ async fn watchdog(
                         quiet_checks = 0;
                     }
                 } else {
-                    last_seen = Some(seen);
+                    last_seen = seen;
                     quiet_checks = 0;
                 }
             }
