@@ -25,9 +25,17 @@ pub const REQUEST_TIMEOUT: &str = "request_timeout";
 pub const UNSUPPORTED_TRANSFER_CODING: &str = "unsupported_transfer_coding";
 pub const BAD_FRAMING: &str = "bad_framing";
 pub const INVALID_HOST: &str = "invalid_host";
-pub const URI_TOO_LONG: &str = "uri_too_long";
-pub const HEADER_TOO_LARGE: &str = "header_too_large";
 pub const UNDERSCORE_HEADER: &str = "underscore_header";
+/// 414: the request line is longer than the listener allows.
+pub const URI_TOO_LONG: &str = "uri_too_long";
+/// 431: the request head (or one header line, or the number of headers) is over the limit.
+pub const REQUEST_HEADER_TOO_LARGE: &str = "request_header_too_large";
+/// Connection closed: no request head within the listener's `header_read_timeout`.
+pub const HEADER_TIMEOUT: &str = "header_timeout";
+/// Connection closed: no first request within the listener's `first_request_timeout`.
+pub const FIRST_REQUEST_TIMEOUT: &str = "first_request_timeout";
+/// Connection closed at accept: its client IP holds `max_connections_per_ip` already.
+pub const CLIENT_CONNECTION_LIMIT: &str = "client_connection_limit";
 
 /// Every reason, for turning a gateway-made response's header back into its constant.
 pub const ALL: &[&str] = &[
@@ -52,9 +60,12 @@ pub const ALL: &[&str] = &[
     UNSUPPORTED_TRANSFER_CODING,
     BAD_FRAMING,
     INVALID_HOST,
-    URI_TOO_LONG,
-    HEADER_TOO_LARGE,
     UNDERSCORE_HEADER,
+    URI_TOO_LONG,
+    REQUEST_HEADER_TOO_LARGE,
+    HEADER_TIMEOUT,
+    FIRST_REQUEST_TIMEOUT,
+    CLIENT_CONNECTION_LIMIT,
 ];
 
 /// The constant for a reason header the gateway itself wrote (`""` when it is none of ours).

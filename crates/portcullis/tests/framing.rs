@@ -431,7 +431,7 @@ async fn request_line_and_header_line_limits_hold() {
     let origin = Origin::start(Behavior::Echo).await;
     let gw = gateway(origin.addr(), "").await;
     let long_uri = Refused(414, Some("uri_too_long"), false);
-    let long_header = Refused(431, Some("header_too_large"), false);
+    let long_header = Refused(431, Some("request_header_too_large"), false);
     let specs: [(&str, usize, usize, Expect); 6] = [
         ("60 KiB URL", 60 * 1024, 0, long_uri),
         ("request line 8 KiB + 1", 8 * 1024 + 1, 0, long_uri),
@@ -457,7 +457,7 @@ async fn configured_line_limits_hold_exactly() {
     )
     .await;
     let long_uri = Refused(414, Some("uri_too_long"), false);
-    let long_header = Refused(431, Some("header_too_large"), false);
+    let long_header = Refused(431, Some("request_header_too_large"), false);
     let specs: [(&str, usize, usize, Expect); 4] = [
         ("request line 1 KiB + 1", 1025, 0, long_uri),
         ("request line exactly 1 KiB", 1024, 0, Forwarded),
@@ -477,7 +477,7 @@ async fn configured_line_limits_hold_exactly() {
 async fn small_max_header_bytes_holds_exactly() {
     let origin = Origin::start(Behavior::Echo).await;
     let gw = gateway(origin.addr(), "max_header_bytes: 2KiB").await;
-    let too_large = Refused(431, Some("header_too_large"), false);
+    let too_large = Refused(431, Some("request_header_too_large"), false);
     // The head around the request line and the `x-big` line: "Host: t" and
     // "Connection: close" lines, the CRLFs and the blank line.
     let rest = "\r\nHost: t\r\nConnection: close\r\n".len() + "\r\n".len() + "\r\n".len();
@@ -597,7 +597,7 @@ async fn http2_requests_follow_the_applicable_rules() {
         .expect("request");
     let resp = send(long_header).await;
     assert_eq!(resp.status, 431);
-    assert_eq!(resp.header("x-portcullis-reason"), Some("header_too_large"));
+    assert_eq!(resp.header("x-portcullis-reason"), Some("request_header_too_large"));
 
     let long_path = format!("/h2/{}", "a".repeat(1100));
     let resp = send(build(&long_path).body(Full::default()).expect("request")).await;

@@ -321,6 +321,15 @@ pub struct ListenerLimits {
     /// What to do with request header names that contain `_`.
     #[serde(default)]
     pub underscore_headers: UnderscoreHeaders,
+    /// A new connection must deliver its first request head within this (protocol detection,
+    /// the HTTP/2 preface and the first request), or it is closed.
+    #[serde(default = "defaults::first_request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub first_request_timeout: Duration,
+    /// Connections one client IP may hold open at once; further ones are closed at accept.
+    /// 0: no cap.
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ListenerLimits {
@@ -337,6 +346,8 @@ impl Default for ListenerLimits {
             max_request_line_bytes: defaults::max_request_line_bytes(),
             max_header_line_bytes: defaults::max_header_line_bytes(),
             underscore_headers: UnderscoreHeaders::default(),
+            first_request_timeout: defaults::first_request_timeout(),
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -722,6 +733,9 @@ pub mod defaults {
     }
     pub fn max_header_line_bytes() -> ByteSize {
         ByteSize::kib(16)
+    }
+    pub fn first_request_timeout() -> Duration {
+        Duration::from_secs(10)
     }
     pub fn dns_refresh() -> Duration {
         Duration::from_secs(30)

@@ -151,6 +151,11 @@ fn limits(path: &str, l: &ListenerLimits, p: &mut Problems) {
             );
         }
     }
+    positive(
+        p,
+        format!("{path}.first_request_timeout"),
+        l.first_request_timeout,
+    );
 }
 
 fn admin(config: &Config, listener_addrs: &[(usize, SocketAddr)], p: &mut Problems) {

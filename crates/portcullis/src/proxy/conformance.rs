@@ -93,7 +93,7 @@ impl Refusal {
 const URI_TOO_LONG: Refusal = Refusal::new(StatusCode::URI_TOO_LONG, reason::URI_TOO_LONG, false);
 const HEADER_TOO_LARGE: Refusal = Refusal::new(
     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-    reason::HEADER_TOO_LARGE,
+    reason::REQUEST_HEADER_TOO_LARGE,
     false,
 );
 const BAD_FRAMING: Refusal = Refusal::new(StatusCode::BAD_REQUEST, reason::BAD_FRAMING, true);

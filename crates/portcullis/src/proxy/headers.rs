@@ -301,7 +301,7 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 }
 
 /// A random 128-bit id in the UUID v4 text form, formatted without allocating.
-fn new_request_id() -> HeaderValue {
+pub fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bits: u128 = rand::random();
     let bits = (bits & !(0xF << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);

@@ -336,9 +336,15 @@ fn log_error(err: &ProxyError, ds: &Downstream, request_id: &HeaderValue) {
             peer = %ds.peer, status = status.as_u16(), reason, ?side, request_id = ?request_id,
             error = %err, "request refused"
         ),
-        _ => tracing::warn!(
-            peer = %ds.peer, status = status.as_u16(), reason, ?side, request_id = ?request_id,
-            error = %err, "request failed"
-        ),
+        // One line per reason per second at most (a breaker that opens would otherwise log
+        // every request it refuses); the metrics count every one.
+        _ => {
+            if let Some(suppressed) = ds.shared.telemetry.refusal_log.admit(reason) {
+                tracing::warn!(
+                    peer = %ds.peer, status = status.as_u16(), reason, ?side,
+                    request_id = ?request_id, error = %err, suppressed, "request failed"
+                );
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! configured costs a branch: no head is copied, no wall clock read, no span started.
 
 pub mod access_log;
+pub mod log_limit;
 pub mod metrics;
 pub mod trace;
 
@@ -31,6 +32,8 @@ pub struct Telemetry {
     pub metrics: Option<metrics::Metrics>,
     pub access_log: Option<access_log::AccessLog>,
     pub tracer: Option<trace::Tracer>,
+    /// Per-reason limit on the log lines of refused and failed requests.
+    pub refusal_log: log_limit::LogLimit,
 }
 
 impl Telemetry {
@@ -41,6 +44,7 @@ impl Telemetry {
             metrics: metrics::Metrics::from_config(&config.metrics)?,
             access_log: access_log::AccessLog::from_config(&config.access_log)?,
             tracer: trace::Tracer::from_config(&config.tracing)?,
+            refusal_log: log_limit::LogLimit::default(),
         })
     }
 
@@ -69,6 +73,34 @@ impl Telemetry {
         if let Some(log) = &self.access_log {
             log.flush(access_log::SHUTDOWN_FLUSH).await;
         }
+    }
+
+    /// Emits a request the gateway refused before it reached the pipeline (hyper could not
+    /// parse its head): counted by `status` and `reason` like any other, and access logged.
+    pub fn refused_early(
+        &self,
+        ds: &Downstream,
+        status: StatusCode,
+        reason: &'static str,
+        request_id: &HeaderValue,
+        bytes_out: u64,
+    ) {
+        if !self.observes() {
+            return;
+        }
+        let arrived = Instant::now();
+        let mut record = Record::new(arrived, ds);
+        record.status = status;
+        record.reason = reason;
+        record.request_id = Some(request_id.clone());
+        let end = BodyEnd {
+            duration: std::time::Duration::ZERO,
+            bytes_out,
+            complete: true,
+            failed: false,
+        };
+        let runtime = ds.shared.runtime.load();
+        self.finish(&runtime, &mut record, &end);
     }
 
     /// Emits one finished request to every sink.

@@ -1,7 +1,8 @@
 //! What a scrape reports about each listener: open connections (the listener's
 //! `max_connections` permits in use, tunnels included), requests in flight (the sum of its
 //! live connections' own in-flight counts, which the request path keeps anyway) and how often
-//! the connection limit stopped the accept loop. Nothing here is touched per request; a
+//! the connection limit stopped the accept loop, and the connections it closed without serving
+//! a request, by reason (`REFUSALS`). Nothing here is touched per request; a
 //! connection costs one map insert and one removal.
 
 use std::collections::HashMap;
@@ -11,6 +12,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::Semaphore;
 
 use crate::proxy::Downstream;
+use crate::reason;
+
+/// The reasons a listener closes a connection without serving a request on it.
+pub const REFUSALS: [&str; 3] = [
+    reason::CLIENT_CONNECTION_LIMIT,
+    reason::FIRST_REQUEST_TIMEOUT,
+    reason::HEADER_TIMEOUT,
+];
 
 /// One listener's live state, shared by its accept loop and the scrape.
 #[derive(Debug)]
@@ -21,6 +30,8 @@ pub struct ListenerState {
     /// The listener's connections, by the address of their `Downstream`.
     connections: Mutex<HashMap<usize, Weak<Downstream>>>,
     limited: AtomicU64,
+    /// Connections closed without a request, by `REFUSALS` index.
+    refused: [AtomicU64; REFUSALS.len()],
     /// 1 while the accept loop holds the permit for the connection it waits to accept.
     held_by_accept: AtomicUsize,
 }
@@ -33,6 +44,7 @@ impl ListenerState {
             max_connections,
             connections: Mutex::new(HashMap::new()),
             limited: AtomicU64::new(0),
+            refused: Default::default(),
             held_by_accept: AtomicUsize::new(0),
         }
     }
@@ -40,6 +52,18 @@ impl ListenerState {
     /// Counts a time the accept loop found every connection permit taken.
     pub fn limited(&self) {
         self.limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection closed for `reason` (one of `REFUSALS`; others are not counted).
+    pub fn refused(&self, reason: &str) {
+        if let Some(i) = REFUSALS.iter().position(|r| *r == reason) {
+            self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections closed for `REFUSALS[i]` so far.
+    pub fn refused_total(&self, i: usize) -> u64 {
+        self.refused.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Whether the accept loop holds a permit for a connection not accepted yet.

@@ -53,6 +53,10 @@ pub const LISTENER_CONNECTIONS_LIMITED: Name = name(
     "portcullis_listener_connections_limited",
     "Times the listener reached max_connections and stopped accepting until a connection closed",
 );
+pub const LISTENER_CONNECTIONS_REFUSED: Name = name(
+    "portcullis_listener_connections_refused",
+    "Connections the listener closed without serving a request, by reason",
+);
 
 // ----- upstreams and endpoints -----
 
@@ -193,6 +197,7 @@ pub const ALL: &[Name] = &[
     LISTENER_CONNECTIONS,
     LISTENER_REQUESTS_IN_FLIGHT,
     LISTENER_CONNECTIONS_LIMITED,
+    LISTENER_CONNECTIONS_REFUSED,
     ENDPOINT_HEALTHY,
     ENDPOINT_EJECTED,
     ENDPOINT_REQUESTS_IN_FLIGHT,

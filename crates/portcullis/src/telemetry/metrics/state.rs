@@ -108,6 +108,13 @@ fn listeners(enc: &mut DescriptorEncoder, all: &[Arc<ListenerState>]) -> Fmt {
     for l in all {
         counter(&mut m, &[(n::LISTENER, &*l.name)], l.limited_total())?;
     }
+    let mut m = family(enc, n::LISTENER_CONNECTIONS_REFUSED, MetricType::Counter)?;
+    for l in all {
+        for (i, reason) in super::listeners::REFUSALS.iter().enumerate() {
+            let labels = [(n::LISTENER, &*l.name), (n::REASON, *reason)];
+            counter(&mut m, &labels, l.refused_total(i))?;
+        }
+    }
     Ok(())
 }
 
