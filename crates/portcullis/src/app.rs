@@ -74,6 +74,12 @@ impl Gateway {
                 .with_context(|| format!("binding listener {:?} on {}", l.name, l.address))?;
             bound.push(socket);
         }
+        let admin_access = if config.admin.enabled {
+            admin::access::Access::from_config(&config.admin, &|name| std::env::var(name).ok())
+                .map_err(anyhow::Error::msg)?
+        } else {
+            admin::access::Access::default()
+        };
         let admin_socket =
             if config.admin.enabled {
                 Some(listener::bind(&config.admin.address).with_context(|| {
@@ -107,8 +113,13 @@ impl Gateway {
         let admin_addr = match admin_socket {
             Some(socket) => {
                 let addr = socket.local_addr()?;
-                tracing::info!(%addr, "admin listening");
-                admin::spawn(socket, shared.clone(), stop_background.clone());
+                tracing::info!(%addr, token = admin_access.has_token(), "admin listening");
+                admin::spawn(
+                    socket,
+                    shared.clone(),
+                    admin_access,
+                    stop_background.clone(),
+                );
                 Some(addr)
             }
             None => None,

@@ -481,3 +481,59 @@ routes:
         ],
     );
 }
+
+#[test]
+fn admin_off_loopback_needs_a_token() {
+    for address in [
+        "0.0.0.0:9901",
+        "[::]:9901",
+        "10.0.0.5:9901",
+        "[2001:db8::1]:9901",
+    ] {
+        let yaml = format!("{BASE}admin: {{ address: \"{address}\" }}\n");
+        let addr: SocketAddr = address.parse().unwrap();
+        assert_problems(
+            &yaml,
+            &[&format!(
+                "admin.auth_token: required when the admin listener binds to {addr}, which is not a loopback address (set auth_token: {{ env: NAME }} or {{ file: PATH }}, or bind to 127.0.0.1)"
+            )],
+        );
+        let with_token = format!(
+            "{BASE}admin: {{ address: \"{address}\", auth_token: {{ env: ADMIN_TOKEN }} }}\n"
+        );
+        assert_problems(&with_token, &[]);
+        let disabled = format!("{BASE}admin: {{ address: \"{address}\", enabled: false }}\n");
+        assert_problems(&disabled, &[]);
+    }
+    for address in ["127.0.0.1:9901", "127.0.0.2:9901", "[::1]:9901"] {
+        assert_problems(&format!("{BASE}admin: {{ address: \"{address}\" }}\n"), &[]);
+    }
+}
+
+#[test]
+fn admin_access_settings() {
+    assert_problems(
+        &format!(
+            "{BASE}admin:\n  auth_reads: true\n  auth_health_and_metrics: true\n  hosts: [ok.internal, \"bad host\", \"gw:80\", \"::1\"]\n"
+        ),
+        &[
+            "admin.auth_reads: needs admin.auth_token",
+            "admin.auth_health_and_metrics: needs admin.auth_token",
+            "admin.hosts[1]: \"bad host\" is not a host name or IP address (leave out the port)",
+            "admin.hosts[2]: \"gw:80\" is not a host name or IP address (leave out the port)",
+        ],
+    );
+    for (source, problem) in [
+        ("{ env: \"\" }", "admin.auth_token.env: \"\" is not an environment variable name (letters, digits and _, not starting with a digit)"),
+        ("{ env: 1TOKEN }", "admin.auth_token.env: \"1TOKEN\" is not an environment variable name (letters, digits and _, not starting with a digit)"),
+        ("{ env: \"A-B\" }", "admin.auth_token.env: \"A-B\" is not an environment variable name (letters, digits and _, not starting with a digit)"),
+        ("{ file: \"\" }", "admin.auth_token.file: must not be empty"),
+    ] {
+        assert_problems(&format!("{BASE}admin: {{ auth_token: {source} }}\n"), &[problem]);
+    }
+    // The token itself never goes in the file.
+    let errs = crate::config::parse(&format!("{BASE}admin: {{ auth_token: s3cret }}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(errs.starts_with("admin.auth_token: "), "{errs}");
+}
