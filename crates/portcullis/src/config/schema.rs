@@ -566,6 +566,10 @@ pub enum RouteAction {
         headers: BTreeMap<String, String>,
         #[serde(default)]
         body: String,
+        /// Whether the answer carries `x-portcullis-reason: direct_response` (default yes).
+        /// `false` for a route that plays an origin, whose answers are proxied elsewhere.
+        #[serde(default = "defaults::yes")]
+        reason_header: bool,
     },
     /// Redirect; parts left out are kept from the request.
     Redirect {
