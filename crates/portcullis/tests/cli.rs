@@ -507,3 +507,57 @@ fn check_refuses_a_non_loopback_admin_without_a_token() {
         );
     }
 }
+
+#[test]
+fn check_words_problems_without_rust_types() {
+    let config = TempConfig::new(
+        "words.yaml",
+        r#"
+server: { drain_timeout: soon }
+listeners:
+  - { name: a, address: "127.0.0.1:99999" }
+  - { name: b, address: "127.0.0.1:8081", limits: { max_connections: -5 } }
+  - { name: c, address: "127.0.0.1:8082", protocol: 5 }
+upstreams:
+  - { name: u, endpoints: [{ address: "10.0.0.1:70000" }] }
+routes:
+  - { name: r0, action: { proxy: "u" } }
+  - { name: r1, action: 5 }
+  - { name: r2, timeout: 5, action: { respond: {} } }
+  - { name: r3, action: { respond: { status: 70000 } } }
+  - { name: r4, action: { respond: { reason_header: no } } }
+"#,
+    );
+    let file = config.path();
+    let out = portcullis(&["check", file]);
+    assert_eq!(out.status.code(), Some(1));
+    let expected: Vec<String> = [
+        "server.drain_timeout: invalid value: string \"soon\", expected a duration like 250ms, 5s, 1m or 1h 30m",
+        "listeners[1].limits.max_connections: invalid value: integer `-5`, expected a non-negative integer",
+        "listeners[2].protocol: invalid type: integer `5`, expected one of: http1, http2, auto",
+        "routes[0].action.proxy: invalid type: string \"u\", expected a mapping with the settings of `proxy`",
+        "routes[1].action: invalid type: integer `5`, expected one of: proxy, respond, redirect",
+        "routes[2].timeout: invalid type: integer `5`, expected a duration like 250ms, 5s, 1m or 1h 30m",
+        "routes[3].action.respond.status: invalid value: integer `70000`, expected an integer from 0 to 65535",
+        "routes[4].action.respond.reason_header: invalid type: string \"no\", expected true or false",
+    ]
+    .iter()
+    .map(|line| format!("{file}: {line}"))
+    .collect();
+    let got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(got, expected);
+    // Once it parses, the port range is the problem named, not the address's shape.
+    let config = TempConfig::new(
+        "ports.yaml",
+        "listeners: [{ name: a, address: \"127.0.0.1:99999\" }]\nupstreams: [{ name: u, endpoints: [{ address: \"api.internal:70000\" }] }]\n",
+    );
+    let out = portcullis(&["check", config.path()]);
+    let got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(
+        got,
+        [
+            format!("{}: listeners[0].address: \"127.0.0.1:99999\": port 99999 is out of range 0–65535", config.path()),
+            format!("{}: upstreams[0].endpoints[0].address: \"api.internal:70000\": port 70000 is out of range 1–65535", config.path()),
+        ]
+    );
+}

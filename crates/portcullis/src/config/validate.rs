@@ -212,7 +212,25 @@ fn admin_access(admin: &AdminConfig, p: &mut Problems) {
 /// A bind address: `ip:port` (`[v6]:port`); host names are not resolved for binding.
 fn socket_addr(address: &str) -> Result<SocketAddr, String> {
     address.trim().parse::<SocketAddr>().map_err(|_| {
-        format!("\"{address}\" is not an ip:port address (e.g. 0.0.0.0:8080 or [::]:8080)")
+        port_out_of_range(address.trim(), 0).unwrap_or_else(|| {
+            format!("\"{address}\" is not an ip:port address (e.g. 0.0.0.0:8080 or [::]:8080)")
+        })
+    })
+}
+
+/// `"host:99999": port 99999 is out of range 0–65535` when the part after the last `:` is a
+/// number too large for a port (the problem is then the port, not the shape).
+fn port_out_of_range(address: &str, min: u16) -> Option<String> {
+    let (_, port) = address.rsplit_once(':')?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let too_large = port.parse::<u16>().is_err();
+    too_large.then(|| {
+        format!(
+            "\"{address}\": port {} is out of range {min}–65535",
+            port.trim_start_matches('0')
+        )
     })
 }
 
@@ -329,12 +347,14 @@ fn endpoint_address(address: &str) -> Result<(), String> {
         Ok(addr) => (None, addr.port()),
         Err(_) => {
             let (host, port) = address.rsplit_once(':').ok_or_else(usage)?;
-            let port = port.parse::<u16>().map_err(|_| usage())?;
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| port_out_of_range(address, 1).unwrap_or_else(usage))?;
             (Some(host), port)
         }
     };
     if port == 0 {
-        return Err(format!("\"{address}\": port must not be 0"));
+        return Err(format!("\"{address}\": port 0 is out of range 1–65535"));
     }
     match host {
         Some(host) if !is_host_name(host) => Err(usage()),

@@ -156,7 +156,7 @@ upstreams:
             "upstreams[0].endpoints: at least one endpoint is required",
             "upstreams[1].endpoints[0].address: \"10.0.0.1\" must be host:port (e.g. 10.0.0.1:8080, [::1]:8080 or api.internal:80)",
             "upstreams[1].endpoints[1].address: \"http://x:80\" must be host:port (e.g. 10.0.0.1:8080, [::1]:8080 or api.internal:80)",
-            "upstreams[1].endpoints[2].address: \"[::1]:0\": port must not be 0",
+            "upstreams[1].endpoints[2].address: \"[::1]:0\": port 0 is out of range 1–65535",
             "upstreams[1].endpoints[3].weight: must be between 1 and 1000, got 0",
             "upstreams[1].endpoints[4].weight: must be between 1 and 1000, got 1001",
             "upstreams[1].load_balancer.hash_key: required when policy is consistent_hash",
@@ -536,4 +536,36 @@ fn admin_access_settings() {
         .unwrap_err()
         .to_string();
     assert!(errs.starts_with("admin.auth_token: "), "{errs}");
+}
+
+#[test]
+fn ports_out_of_range_say_so() {
+    let yaml = r#"
+admin: { address: "127.0.0.1:65536" }
+listeners:
+  - { name: a, address: "127.0.0.1:99999" }
+  - { name: b, address: "[::]:70000" }
+  - { name: c, address: "127.0.0.1:http" }
+upstreams:
+  - name: u
+    endpoints:
+      - address: "127.0.0.1:99999"
+      - address: "[::1]:65536"
+      - address: "api.internal:100000"
+      - address: "api.internal:0"
+      - address: "api.internal:65535"
+"#;
+    assert_problems(
+        yaml,
+        &[
+            "listeners[0].address: \"127.0.0.1:99999\": port 99999 is out of range 0–65535",
+            "listeners[1].address: \"[::]:70000\": port 70000 is out of range 0–65535",
+            "listeners[2].address: \"127.0.0.1:http\" is not an ip:port address (e.g. 0.0.0.0:8080 or [::]:8080)",
+            "admin.address: \"127.0.0.1:65536\": port 65536 is out of range 0–65535",
+            "upstreams[0].endpoints[0].address: \"127.0.0.1:99999\": port 99999 is out of range 1–65535",
+            "upstreams[0].endpoints[1].address: \"[::1]:65536\": port 65536 is out of range 1–65535",
+            "upstreams[0].endpoints[2].address: \"api.internal:100000\": port 100000 is out of range 1–65535",
+            "upstreams[0].endpoints[3].address: \"api.internal:0\": port 0 is out of range 1–65535",
+        ],
+    );
 }
