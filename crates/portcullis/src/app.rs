@@ -74,6 +74,12 @@ impl Gateway {
                 .with_context(|| format!("binding listener {:?} on {}", l.name, l.address))?;
             bound.push(socket);
         }
+        let admin_access = if config.admin.enabled {
+            admin::access::Access::from_config(&config.admin, &|name| std::env::var(name).ok())
+                .map_err(anyhow::Error::msg)?
+        } else {
+            admin::access::Access::default()
+        };
         let admin_socket =
             if config.admin.enabled {
                 Some(listener::bind(&config.admin.address).with_context(|| {
@@ -107,8 +113,13 @@ impl Gateway {
         let admin_addr = match admin_socket {
             Some(socket) => {
                 let addr = socket.local_addr()?;
-                tracing::info!(%addr, "admin listening");
-                admin::spawn(socket, shared.clone(), stop_background.clone());
+                tracing::info!(%addr, token = admin_access.has_token(), "admin listening");
+                admin::spawn(
+                    socket,
+                    shared.clone(),
+                    admin_access,
+                    stop_background.clone(),
+                );
                 Some(addr)
             }
             None => None,
@@ -167,21 +178,48 @@ impl Gateway {
 
 /// Starts the gateway and serves until SIGTERM or SIGINT, then drains and returns.
 /// Used by `portcullis run`; the caller builds the tokio runtime (see `runtime_builder`).
+/// An error says whether the gateway did not start or stopped.
 pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
-    let gateway = Gateway::start(config).await?;
-    wait_for_signal().await?;
+    // Signal handlers first: a signal that arrives while starting is not fatal either.
+    let signals = Signals::new().context("cannot start: installing signal handlers")?;
+    let gateway = Gateway::start(config).await.context("cannot start")?;
+    signals.wait().await;
     gateway.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        res = tokio::signal::ctrl_c() => res?,
-        _ = term.recv() => {}
+/// The signals `run` reacts to: SIGTERM and SIGINT drain and stop; SIGHUP (which would
+/// otherwise end the process at once, dropping requests in flight) is logged and ignored
+/// until config reload exists.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
-    tracing::info!("shutdown signal received");
-    Ok(())
+
+    /// Returns on SIGTERM or SIGINT.
+    async fn wait(mut self) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => break,
+                _ = self.int.recv() => break,
+                _ = self.hup.recv() => {
+                    tracing::warn!("reload is not supported yet; ignoring SIGHUP");
+                }
+            }
+        }
+        tracing::info!("shutdown signal received");
+    }
 }
 
 /// The tokio runtime for `worker_threads` workers: one worker gets the current-thread

@@ -8,9 +8,18 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigErrors};
 
+/// The version and the commit it was built from (`-dirty` with local changes; `unknown`
+/// outside a git checkout): `0.1.0 (3f2c1ab)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PORTCULLIS_COMMIT"),
+    ")"
+);
+
 /// portcullis: an API gateway and L7 reverse proxy focused on traffic protection.
 #[derive(Debug, Parser)]
-#[command(name = "portcullis", version, about)]
+#[command(name = "portcullis", version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -66,10 +75,24 @@ fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(
+        version = VERSION,
+        config = %path.display(),
+        listeners = %config
+            .listeners
+            .iter()
+            .map(|l| format!("{}={}", l.name, l.address))
+            .collect::<Vec<_>>()
+            .join(","),
+        routes = config.routes.len(),
+        upstreams = config.upstreams.len(),
+        "starting portcullis"
+    );
+    // One line on stderr for a failure, whether the gateway never started (a port in use)
+    // or stopped with an error; the error says which.
     match runtime.block_on(crate::app::run_until_signal(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "gateway stopped with an error");
             eprintln!("portcullis: {e:#}");
             ExitCode::FAILURE
         }

@@ -426,6 +426,7 @@ fn compile_action(
             status,
             headers,
             body,
+            reason_header,
         } => {
             let status = StatusCode::from_u16(*status)
                 .with_context(|| format!("invalid status {status}"))?;
@@ -436,6 +437,13 @@ fn compile_action(
                 let value = HeaderValue::from_str(value)
                     .with_context(|| format!("invalid value for header {name}"))?;
                 map.append(name, value);
+            }
+            // Set once here, not per request.
+            if *reason_header {
+                map.insert(
+                    crate::reason::HEADER,
+                    HeaderValue::from_static(crate::reason::DIRECT_RESPONSE),
+                );
             }
             Action::Respond {
                 status,

@@ -49,9 +49,12 @@ async fn api(gw: &TestGateway, path: &str) -> Value {
 
 async fn force(gw: &TestGateway, id: &str, body: &str) -> TestResponse {
     let url = gw.admin_url(&format!("/api/breakers/{id}/force"));
-    TestClient::http1()
-        .request(request("POST", &url, body.to_string()))
-        .await
+    let mut req = request("POST", &url, body.to_string());
+    req.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    TestClient::http1().request(req).await
 }
 
 async fn get(gw: &TestGateway, path: &str) -> TestResponse {

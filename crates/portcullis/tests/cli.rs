@@ -1,14 +1,20 @@
 //! Black-box tests of the `portcullis` binary: `check`, `schema`, `run` refusing a config,
-//! `--version`.
+//! `--version` with the commit, and `run` itself: the start-up line, SIGHUP ignored, a port in
+//! use reported once, the admin token kept out of the log.
 
 #![allow(
     clippy::expect_used,
+    clippy::panic,
     reason = "helpers outside #[test] fns fail the test on setup errors"
 )]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 fn portcullis(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -238,11 +244,320 @@ fn schema_is_json_describing_the_config() {
 }
 
 #[test]
-fn version_is_printed() {
+fn version_names_the_commit() {
     let out = portcullis(&["--version"]);
     assert!(out.status.success());
+    let text = stdout(&out);
+    let rest = text
+        .trim()
+        .strip_prefix(&format!("portcullis {} (", env!("CARGO_PKG_VERSION")))
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text}"));
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(head) => assert!(
+            rest == head || rest == format!("{head}-dirty"),
+            "{rest:?} is not {head:?}"
+        ),
+        None => assert_eq!(rest, "unknown"),
+    }
+}
+
+/// `portcullis run` in the background, its stderr collected line by line.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Arc<Mutex<String>>,
+}
+
+/// How long the gateway gets to start or to log a line.
+const WAIT: Duration = Duration::from_secs(20);
+
+impl Running {
+    fn start(config: &TempConfig, env: &[(&str, &str)]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--config", config.path()])
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start portcullis");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock()
+                    .expect("log lock")
+                    .push_str(&format!("{line}\n"));
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines, log }
+    }
+
+    /// The next line of stderr containing `needle`; panics with the log when no line comes
+    /// for `WAIT`.
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {needle:?}; log:\n{}", self.log()),
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// The `addr=` of the next line containing `needle` (e.g. "listening").
+    fn addr(&self, needle: &str) -> SocketAddr {
+        let line = self.wait_for(needle);
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr in {line:?}"))
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    fn is_alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// SIGTERM, then the exit status and the whole log.
+    fn stop(mut self) -> (Option<i32>, String) {
+        self.signal("TERM");
+        // stderr ends (the reader thread hangs up) when the process is gone.
+        loop {
+            match self.lines.recv_timeout(WAIT) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("did not stop: {}", self.log()),
+            }
+        }
+        let code = self.child.wait().expect("wait").code();
+        (code, self.log())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends `request` (a complete HTTP/1.1 request with `connection: close`), returns the answer.
+fn http(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+fn get(addr: SocketAddr, path: &str, headers: &str) -> String {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\n{headers}connection: close\r\n\r\n"),
+    )
+}
+
+const HELLO: &str = r#"
+admin: { enabled: false }
+listeners: [{ name: public, address: "127.0.0.1:0" }]
+routes: [{ name: hello, action: { respond: { body: "hello\n" } } }]
+"#;
+
+#[test]
+fn sighup_is_logged_and_ignored() {
+    let config = TempConfig::new("hello.yaml", HELLO);
+    let mut gw = Running::start(&config, &[]);
+    let addr = gw.addr("listening");
+    assert!(get(addr, "/", "").starts_with("HTTP/1.1 200"));
+    for _ in 0..2 {
+        gw.signal("HUP");
+        gw.wait_for("reload is not supported yet; ignoring SIGHUP");
+        assert!(gw.is_alive(), "SIGHUP ended the gateway: {}", gw.log());
+        let answer = get(addr, "/", "");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let (code, log) = gw.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn start_is_logged_with_version_config_and_counts() {
+    let config = TempConfig::new("hello.yaml", HELLO);
+    let gw = Running::start(&config, &[]);
+    let line = gw.wait_for("starting portcullis");
+    for part in [
+        format!("version=\"{} (", env!("CARGO_PKG_VERSION")),
+        format!("config={}", config.path()),
+        "listeners=public=127.0.0.1:0".to_string(),
+        "routes=1".to_string(),
+        "upstreams=0".to_string(),
+    ] {
+        assert!(line.contains(&part), "{part:?} not in {line:?}");
+    }
+    assert!(line.contains(" INFO "), "{line}");
+}
+
+#[test]
+fn a_port_in_use_is_reported_once_as_not_started() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let config = TempConfig::new(
+        "taken.yaml",
+        &format!(
+            "admin: {{ enabled: false }}\nlisteners: [{{ name: public, address: \"{addr}\" }}]\n"
+        ),
+    );
+    let out = portcullis(&["run", "--config", config.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.matches("in use").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "portcullis: cannot start: binding listener \"public\" on {addr}: "
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("stopped"), "{err}");
+}
+
+#[test]
+fn the_admin_token_never_reaches_the_log() {
+    const TOKEN: &str = "cli-test-admin-token-5f1e";
+    let config = TempConfig::new(
+        "admin.yaml",
+        r#"
+admin: { address: "127.0.0.1:0", auth_token: { env: PORTCULLIS_TEST_ADMIN_TOKEN } }
+listeners: [{ name: public, address: "127.0.0.1:0" }]
+routes: [{ name: hello, action: { respond: { body: "hello\n" } } }]
+"#,
+    );
+    let gw = Running::start(
+        &config,
+        &[
+            ("PORTCULLIS_TEST_ADMIN_TOKEN", TOKEN),
+            ("RUST_LOG", "trace"),
+        ],
+    );
+    let admin = gw.addr("admin listening");
+    let answer = get(
+        admin,
+        "/api/config",
+        &format!("authorization: Bearer {TOKEN}\r\n"),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("PORTCULLIS_TEST_ADMIN_TOKEN") && !answer.contains(TOKEN),
+        "{answer}"
+    );
+    let answer = get(admin, "/api/config", "authorization: Bearer wrong\r\n");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = get(admin, "/api/config", "");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let (code, log) = gw.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("admin listening"), "{log}");
+    assert!(!log.contains(TOKEN), "{log}");
+}
+
+#[test]
+fn check_refuses_a_non_loopback_admin_without_a_token() {
+    for address in ["0.0.0.0:9901", "[::]:9901", "192.0.2.10:9901"] {
+        let config = TempConfig::new(
+            "admin.yaml",
+            &format!(
+                "admin: {{ address: \"{address}\" }}\nlisteners: [{{ name: public, address: \"127.0.0.1:8080\" }}]\n"
+            ),
+        );
+        let out = portcullis(&["check", config.path()]);
+        assert_eq!(out.status.code(), Some(1), "{address}");
+        let text = stdout(&out);
+        assert!(
+            text.starts_with(&format!(
+                "{}: admin.auth_token: required when the admin listener binds to {address}, which is not a loopback address",
+                config.path()
+            )),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn check_words_problems_without_rust_types() {
+    let config = TempConfig::new(
+        "words.yaml",
+        r#"
+server: { drain_timeout: soon }
+listeners:
+  - { name: a, address: "127.0.0.1:99999" }
+  - { name: b, address: "127.0.0.1:8081", limits: { max_connections: -5 } }
+  - { name: c, address: "127.0.0.1:8082", protocol: 5 }
+upstreams:
+  - { name: u, endpoints: [{ address: "10.0.0.1:70000" }] }
+routes:
+  - { name: r0, action: { proxy: "u" } }
+  - { name: r1, action: 5 }
+  - { name: r2, timeout: 5, action: { respond: {} } }
+  - { name: r3, action: { respond: { status: 70000 } } }
+  - { name: r4, action: { respond: { reason_header: no } } }
+"#,
+    );
+    let file = config.path();
+    let out = portcullis(&["check", file]);
+    assert_eq!(out.status.code(), Some(1));
+    let expected: Vec<String> = [
+        "server.drain_timeout: invalid value: string \"soon\", expected a duration like 250ms, 5s, 1m or 1h 30m",
+        "listeners[1].limits.max_connections: invalid value: integer `-5`, expected a non-negative integer",
+        "listeners[2].protocol: invalid type: integer `5`, expected one of: http1, http2, auto",
+        "routes[0].action.proxy: invalid type: string \"u\", expected a mapping with the settings of `proxy`",
+        "routes[1].action: invalid type: integer `5`, expected one of: proxy, respond, redirect",
+        "routes[2].timeout: invalid type: integer `5`, expected a duration like 250ms, 5s, 1m or 1h 30m",
+        "routes[3].action.respond.status: invalid value: integer `70000`, expected an integer from 0 to 65535",
+        "routes[4].action.respond.reason_header: invalid type: string \"no\", expected true or false",
+    ]
+    .iter()
+    .map(|line| format!("{file}: {line}"))
+    .collect();
+    let got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(got, expected);
+    // Once it parses, the port range is the problem named, not the address's shape.
+    let config = TempConfig::new(
+        "ports.yaml",
+        "listeners: [{ name: a, address: \"127.0.0.1:99999\" }]\nupstreams: [{ name: u, endpoints: [{ address: \"api.internal:70000\" }] }]\n",
+    );
+    let out = portcullis(&["check", config.path()]);
+    let got: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     assert_eq!(
-        stdout(&out).trim(),
-        format!("portcullis {}", env!("CARGO_PKG_VERSION"))
+        got,
+        [
+            format!("{}: listeners[0].address: \"127.0.0.1:99999\": port 99999 is out of range 0–65535", config.path()),
+            format!("{}: upstreams[0].endpoints[0].address: \"api.internal:70000\": port 70000 is out of range 1–65535", config.path()),
+        ]
     );
 }

@@ -132,16 +132,21 @@ async fn quickstart(text: &str) {
         serde_json::json!([{"id": 1, "name": "ada"}, {"id": 2, "name": "grace"}])
     );
     assert_eq!(resp.header("x-served-by"), Some("portcullis-quickstart"));
-    // The answer is the demo origin's direct response, passed through the proxy.
-    assert_eq!(resp.header("x-portcullis-reason"), Some("direct_response"));
+    // The demo origin's answer, passed through the proxy: like any upstream's answer, it has
+    // no x-portcullis-reason (the demo routes set `reason_header: false`).
+    assert_eq!(resp.header("x-demo-origin"), Some("true"));
+    assert_eq!(resp.header("x-portcullis-reason"), None);
     // The demo origin only answers /whoami when the `api` route's x-gateway header arrived.
     let resp = get(&client, &url("/api/whoami")).await;
     assert_eq!(resp.status, 200, "{:?}", resp.text());
     assert_eq!(resp.text(), "you came through the gateway\n");
+    assert_eq!(resp.header("x-demo-origin"), Some("true"));
+    assert_eq!(resp.header("x-portcullis-reason"), None);
     // Anything else under /api reaches the demo origin's fallback, not the gateway's 404.
     let resp = get(&client, &url("/api/nothing-here")).await;
     assert_eq!(resp.status, 404);
-    assert_eq!(resp.header("x-portcullis-reason"), Some("direct_response"));
+    assert_eq!(resp.header("x-demo-origin"), Some("true"));
+    assert_eq!(resp.header("x-portcullis-reason"), None);
     assert_eq!(resp.json()["error"], "not found on the demo origin");
     assert_eq!(resp.header("x-served-by"), Some("portcullis-quickstart"));
 
@@ -419,8 +424,9 @@ async fn protection(text: &str) {
         if resp.status == 503 {
             assert_eq!(served_by(&resp).as_deref(), Some("b"));
             assert_eq!(resp.json()["error"], "flaky");
-            // b's own answer (a direct response of the pretend origin), passed through.
-            assert_eq!(resp.header("x-portcullis-reason"), Some("direct_response"));
+            // b's own answer, passed through as an upstream's: no reason header.
+            assert_eq!(resp.header("x-demo-origin"), Some("true"));
+            assert_eq!(resp.header("x-portcullis-reason"), None);
         }
         statuses.push(resp.status.as_u16());
     }

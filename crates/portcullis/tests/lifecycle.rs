@@ -46,7 +46,7 @@ routes:
 
 /// `GET path` on the admin listener, on a fresh connection; the status, if any.
 async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
     status_of(&raw::send_raw(admin, req.as_bytes(), WAIT).await)
 }
 

@@ -854,3 +854,39 @@ routes:
     assert_eq!(api.requests()[0].path_and_query(), "/api/users?x=1");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_respond_route_can_leave_out_the_reason_header() {
+    // A route that plays an origin: its answer, proxied elsewhere, must look like an
+    // upstream's (no x-portcullis-reason); metrics still count it as a direct response.
+    let gw = TestGateway::start(
+        "admin: { address: \"127.0.0.1:0\" }\n\
+         listeners: [{ name: main, address: \"127.0.0.1:0\" }]\n\
+         routes:\n\
+         \x20 - { name: plain, match: { path: { exact: /plain } }, action: { respond: { status: 503, headers: { x-demo-origin: \"true\" }, reason_header: false } } }\n\
+         \x20 - { name: marked, match: { path: { exact: /marked } }, action: { respond: { reason_header: true } } }\n",
+    )
+    .await;
+    let client = TestClient::http1();
+    for (version, client) in [("h1", client.clone()), ("h2", TestClient::http2())] {
+        let resp = client.get(&gw.url("main", "/plain")).await;
+        assert_eq!(resp.status, 503, "{version}");
+        assert_eq!(resp.header("x-demo-origin"), Some("true"), "{version}");
+        assert_eq!(resp.header("x-portcullis-reason"), None, "{version}");
+        let resp = client.get(&gw.url("main", "/marked")).await;
+        assert_eq!(
+            resp.header("x-portcullis-reason"),
+            Some("direct_response"),
+            "{version}"
+        );
+    }
+    let metrics = client.get(&gw.admin_url("/metrics")).await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("portcullis_requests_total{")
+                && l.contains("route=\"plain\"")
+                && l.contains("reason=\"direct_response\"")),
+        "{metrics}"
+    );
+}

@@ -12,8 +12,10 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use serde::Deserializer as _;
 use serde_json::{json, Map, Value};
 
+use super::access::{Access, Class};
 use super::redact;
 use crate::app::Shared;
 use crate::body::Body;
@@ -34,8 +36,8 @@ const MAX_BODY: usize = 4 * 1024;
 /// Time allowed to receive that body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Answers one request under `/api/`.
-pub async fn serve(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+/// Answers one request under `/api/` that passed the Host and Origin checks.
+pub async fn serve(shared: &Shared, access: &Access, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
     let view: Option<fn(&Runtime) -> Value> = match path {
@@ -50,6 +52,9 @@ pub async fn serve(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         if !read_only {
             return method_not_allowed("GET, HEAD");
         }
+        if let Some(refused) = access.refuse_request(req.headers(), Class::Read) {
+            return refused;
+        }
         return json_response(StatusCode::OK, &view(&shared.runtime.load()));
     }
     if let Some(id) = path
@@ -58,6 +63,9 @@ pub async fn serve(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     {
         if req.method() != Method::POST {
             return method_not_allowed("POST");
+        }
+        if let Some(refused) = access.refuse_request(req.headers(), Class::Change) {
+            return refused;
         }
         let id = percent_decode(id);
         return force(shared, id.as_deref(), req).await;
@@ -391,8 +399,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
 
 /// The override asked for, or every problem with the body.
 fn parse_force(body: &[u8]) -> Result<Forced, Vec<String>> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| vec![format!("invalid JSON: {e}")])?;
+    let value = strict_json(body).map_err(|e| vec![format!("invalid JSON: {e}")])?;
     let Value::Object(map) = value else {
         return Err(vec!["the body must be a JSON object".into()]);
     };
@@ -428,6 +435,73 @@ fn parse_force(body: &[u8]) -> Result<Forced, Vec<String>> {
     }
 }
 
+/// Parses JSON, refusing an object that holds a key twice at any depth (serde_json would
+/// keep the last one, and a sender that meant the first would be misread).
+fn strict_json(body: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = de.deserialize_any(StrictVisitor)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// Builds a `Value` like serde_json's own, with the duplicate-key check.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
 // ----- responses -----
 
 fn load(counter: &AtomicU64) -> u64 {
@@ -456,11 +530,11 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     resp
 }
 
-fn error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": kind, "message": message }))
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
+pub(super) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut resp = error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -516,6 +590,14 @@ mod tests {
             parse_force(br#"{"state":1}"#).unwrap_err(),
             vec!["state: expected a string, found 1"]
         );
+        for dup in [
+            &br#"{"state":"open","state":"closed"}"#[..],
+            br#"{"state":"open","x":{"a":1,"a":2}}"#,
+            br#"{"state":"open","x":[{"a":1,"a":1}]}"#,
+        ] {
+            let err = parse_force(dup).unwrap_err();
+            assert!(err[0].starts_with("invalid JSON: duplicate key"), "{err:?}");
+        }
         assert_eq!(
             parse_force(b"{}").unwrap_err(),
             vec!["missing field \"state\""]

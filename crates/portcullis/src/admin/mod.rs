@@ -1,11 +1,14 @@
 //! The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (listeners
 //! bound and config compiled) and the JSON API under `/api/` (see `api` and
 //! `docs/admin-api.md`) and `GET /metrics` (Prometheus / OpenMetrics, `docs/metrics.md`).
+//! Every request passes `access` first (Host, Origin, token, content type).
 
+pub mod access;
 mod api;
 pub(crate) mod redact;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -18,12 +21,16 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use self::access::{Access, Class};
 use crate::app::Shared;
 use crate::body::Body;
 use crate::telemetry::metrics::format::Format;
 
-/// Serves the admin endpoints on `listener` until `stop` is cancelled.
-pub fn spawn(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+/// Serves the admin endpoints on `listener` until `stop` is cancelled, to requests that
+/// `access` lets in.
+pub fn spawn(listener: TcpListener, shared: Arc<Shared>, access: Access, stop: CancellationToken) {
+    let access = Arc::new(access);
+    let bound = listener.local_addr().ok();
     tokio::spawn(async move {
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()).http1_only());
         loop {
@@ -38,11 +45,17 @@ pub fn spawn(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken
                 },
                 () = stop.cancelled() => break,
             };
+            // The address this client connected to: what its Host may name.
+            let Some(local) = stream.local_addr().ok().or(bound) else {
+                continue;
+            };
             let shared = shared.clone();
+            let access = access.clone();
             let builder = builder.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| serve(shared.clone(), req));
+                let service =
+                    service_fn(move |req| serve(shared.clone(), access.clone(), local, req));
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -57,24 +70,42 @@ pub fn spawn(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken
     });
 }
 
-async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    if req.uri().path().starts_with(api::PREFIX) {
-        return Ok(api::serve(&shared, req).await);
+async fn serve(
+    shared: Arc<Shared>,
+    access: Arc<Access>,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    if let Some(refused) = access.refuse_origin(req.headers(), local) {
+        return Ok(refused);
     }
-    let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET | &Method::HEAD, "/readyz") => {
+    if req.uri().path().starts_with(api::PREFIX) {
+        return Ok(api::serve(&shared, &access, req).await);
+    }
+    let path = req.uri().path();
+    if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return Ok(api::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no admin endpoint at {path}"),
+        ));
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(api::method_not_allowed("GET, HEAD"));
+    }
+    if let Some(refused) = access.refuse_request(req.headers(), Class::Probe) {
+        return Ok(refused);
+    }
+    let resp = match path {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
             if shared.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
             }
         }
-        (&Method::GET | &Method::HEAD, "/metrics") => metrics(&shared, &req),
-        (_, "/healthz" | "/readyz" | "/metrics") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        _ => metrics(&shared, &req),
     };
     Ok(resp)
 }

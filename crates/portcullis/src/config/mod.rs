@@ -6,6 +6,7 @@
 pub mod env;
 pub mod schema;
 pub mod validate;
+mod words;
 
 use std::fmt;
 use std::path::Path;
@@ -228,7 +229,8 @@ fn list<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// A serde_yaml_ng error message on one line, without its location (that goes in the path).
+/// A serde_yaml_ng error message on one line, without its location (that goes in the path),
+/// in the config's words (`words::user_words`).
 fn yaml_message(e: &serde_yaml_ng::Error) -> String {
     let message = e.to_string();
     let message = match e.location() {
@@ -239,7 +241,7 @@ fn yaml_message(e: &serde_yaml_ng::Error) -> String {
         ),
         None => message,
     };
-    message.replace('\n', " ")
+    words::user_words(&message.replace('\n', " "))
 }
 
 /// The YAML kind of a value, for messages.

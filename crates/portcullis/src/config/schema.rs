@@ -11,10 +11,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod access_log;
+mod admin;
 mod protection;
 mod telemetry;
 mod traces;
 pub use access_log::*;
+pub use admin::*;
 pub use protection::*;
 pub use telemetry::*;
 pub use traces::*;
@@ -222,25 +224,6 @@ impl Default for ServerConfig {
         Self {
             worker_threads: 0,
             drain_timeout: defaults::drain_timeout(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Address of the admin listener; loopback by default. Set `enabled: false` to turn it off.
-    #[serde(default = "defaults::admin_address")]
-    pub address: String,
-    #[serde(default = "defaults::yes")]
-    pub enabled: bool,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        Self {
-            address: defaults::admin_address(),
-            enabled: true,
         }
     }
 }
@@ -627,6 +610,10 @@ pub enum RouteAction {
         headers: BTreeMap<String, String>,
         #[serde(default)]
         body: String,
+        /// Whether the answer carries `x-portcullis-reason: direct_response` (default yes).
+        /// `false` for a route that plays an origin, whose answers are proxied elsewhere.
+        #[serde(default = "defaults::yes")]
+        reason_header: bool,
     },
     /// Redirect; parts left out are kept from the request.
     Redirect {

@@ -24,7 +24,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::schema::{
-    HashKey, HealthCheckConfig, LbPolicy, ListenerLimits, StatusRange, UpstreamConfig,
+    AdminConfig, HashKey, HealthCheckConfig, LbPolicy, ListenerLimits, SecretSource, StatusRange,
+    UpstreamConfig,
 };
 use super::{Config, ConfigError};
 
@@ -173,12 +174,80 @@ fn admin(config: &Config, listener_addrs: &[(usize, SocketAddr)], p: &mut Proble
         }
         Err(message) => p.push("admin.address", message),
     }
+    admin_access(&config.admin, p);
+}
+
+/// Who may use the admin listener: a token source that can hold one, settings that need a
+/// token only with one, and never a non-loopback address without a token.
+fn admin_access(admin: &AdminConfig, p: &mut Problems) {
+    match &admin.auth_token {
+        Some(SecretSource::Env(name)) => {
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                p.push(
+                    "admin.auth_token.env",
+                    format!("{name:?} is not an environment variable name (letters, digits and _, not starting with a digit)"),
+                );
+            }
+        }
+        Some(SecretSource::File(path)) => {
+            if path.as_os_str().is_empty() {
+                p.push("admin.auth_token.file", "must not be empty");
+            }
+        }
+        None => {
+            if let Ok(addr) = socket_addr(&admin.address) {
+                if !addr.ip().is_loopback() {
+                    p.push(
+                        "admin.auth_token",
+                        format!(
+                            "required when the admin listener binds to {addr}, which is not a loopback address (set auth_token: {{ env: NAME }} or {{ file: PATH }}, or bind to 127.0.0.1)"
+                        ),
+                    );
+                }
+            }
+            if admin.auth_reads == Some(true) {
+                p.push("admin.auth_reads", "needs admin.auth_token");
+            }
+            if admin.auth_health_and_metrics {
+                p.push("admin.auth_health_and_metrics", "needs admin.auth_token");
+            }
+        }
+    }
+    for (i, host) in admin.hosts.iter().enumerate() {
+        if !is_host_name(host) && host.parse::<std::net::IpAddr>().is_err() {
+            p.push(
+                format!("admin.hosts[{i}]"),
+                format!("{host:?} is not a host name or IP address (leave out the port)"),
+            );
+        }
+    }
 }
 
 /// A bind address: `ip:port` (`[v6]:port`); host names are not resolved for binding.
 fn socket_addr(address: &str) -> Result<SocketAddr, String> {
     address.trim().parse::<SocketAddr>().map_err(|_| {
-        format!("\"{address}\" is not an ip:port address (e.g. 0.0.0.0:8080 or [::]:8080)")
+        port_out_of_range(address.trim(), 0).unwrap_or_else(|| {
+            format!("\"{address}\" is not an ip:port address (e.g. 0.0.0.0:8080 or [::]:8080)")
+        })
+    })
+}
+
+/// `"host:99999": port 99999 is out of range 0–65535` when the part after the last `:` is a
+/// number too large for a port (the problem is then the port, not the shape).
+fn port_out_of_range(address: &str, min: u16) -> Option<String> {
+    let (_, port) = address.rsplit_once(':')?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let too_large = port.parse::<u16>().is_err();
+    too_large.then(|| {
+        format!(
+            "\"{address}\": port {} is out of range {min}–65535",
+            port.trim_start_matches('0')
+        )
     })
 }
 
@@ -295,12 +364,14 @@ fn endpoint_address(address: &str) -> Result<(), String> {
         Ok(addr) => (None, addr.port()),
         Err(_) => {
             let (host, port) = address.rsplit_once(':').ok_or_else(usage)?;
-            let port = port.parse::<u16>().map_err(|_| usage())?;
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| port_out_of_range(address, 1).unwrap_or_else(usage))?;
             (Some(host), port)
         }
     };
     if port == 0 {
-        return Err(format!("\"{address}\": port must not be 0"));
+        return Err(format!("\"{address}\": port 0 is out of range 1–65535"));
     }
     match host {
         Some(host) if !is_host_name(host) => Err(usage()),

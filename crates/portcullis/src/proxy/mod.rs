@@ -259,11 +259,8 @@ async fn wait_or_refuse(verdict: Verdict) -> Option<Response<Body>> {
 fn direct_response(status: StatusCode, headers: &http::HeaderMap, body: Bytes) -> Response<Body> {
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
+    // `headers` hold `x-portcullis-reason: direct_response` unless the route turned it off.
     *resp.headers_mut() = headers.clone();
-    resp.headers_mut().insert(
-        reason::HEADER,
-        HeaderValue::from_static(reason::DIRECT_RESPONSE),
-    );
     resp
 }
 

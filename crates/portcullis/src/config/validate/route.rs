@@ -219,6 +219,7 @@ fn action(path: &str, action: &RouteAction, names: &Names<'_>, p: &mut Problems)
             status,
             headers,
             body,
+            ..
         } => {
             let path = format!("{path}.respond");
             if !(200..=599).contains(status) {

@@ -180,7 +180,7 @@ upstreams:
             "upstreams[0].endpoints: at least one endpoint is required",
             "upstreams[1].endpoints[0].address: \"10.0.0.1\" must be host:port (e.g. 10.0.0.1:8080, [::1]:8080 or api.internal:80)",
             "upstreams[1].endpoints[1].address: \"http://x:80\" must be host:port (e.g. 10.0.0.1:8080, [::1]:8080 or api.internal:80)",
-            "upstreams[1].endpoints[2].address: \"[::1]:0\": port must not be 0",
+            "upstreams[1].endpoints[2].address: \"[::1]:0\": port 0 is out of range 1–65535",
             "upstreams[1].endpoints[3].weight: must be between 1 and 1000, got 0",
             "upstreams[1].endpoints[4].weight: must be between 1 and 1000, got 1001",
             "upstreams[1].load_balancer.hash_key: required when policy is consistent_hash",
@@ -521,4 +521,92 @@ fn route_upgrades_refuse_http2_and_non_tokens() {
     );
     assert_problems(&format!("{BASE}    upgrades: []\n"), &[]);
     assert_problems(&format!("{BASE}    upgrades: [websocket, foo]\n"), &[]);
+}
+
+#[test]
+fn admin_off_loopback_needs_a_token() {
+    for address in [
+        "0.0.0.0:9901",
+        "[::]:9901",
+        "10.0.0.5:9901",
+        "[2001:db8::1]:9901",
+    ] {
+        let yaml = format!("{BASE}admin: {{ address: \"{address}\" }}\n");
+        let addr: SocketAddr = address.parse().unwrap();
+        assert_problems(
+            &yaml,
+            &[&format!(
+                "admin.auth_token: required when the admin listener binds to {addr}, which is not a loopback address (set auth_token: {{ env: NAME }} or {{ file: PATH }}, or bind to 127.0.0.1)"
+            )],
+        );
+        let with_token = format!(
+            "{BASE}admin: {{ address: \"{address}\", auth_token: {{ env: ADMIN_TOKEN }} }}\n"
+        );
+        assert_problems(&with_token, &[]);
+        let disabled = format!("{BASE}admin: {{ address: \"{address}\", enabled: false }}\n");
+        assert_problems(&disabled, &[]);
+    }
+    for address in ["127.0.0.1:9901", "127.0.0.2:9901", "[::1]:9901"] {
+        assert_problems(&format!("{BASE}admin: {{ address: \"{address}\" }}\n"), &[]);
+    }
+}
+
+#[test]
+fn admin_access_settings() {
+    assert_problems(
+        &format!(
+            "{BASE}admin:\n  auth_reads: true\n  auth_health_and_metrics: true\n  hosts: [ok.internal, \"bad host\", \"gw:80\", \"::1\"]\n"
+        ),
+        &[
+            "admin.auth_reads: needs admin.auth_token",
+            "admin.auth_health_and_metrics: needs admin.auth_token",
+            "admin.hosts[1]: \"bad host\" is not a host name or IP address (leave out the port)",
+            "admin.hosts[2]: \"gw:80\" is not a host name or IP address (leave out the port)",
+        ],
+    );
+    for (source, problem) in [
+        ("{ env: \"\" }", "admin.auth_token.env: \"\" is not an environment variable name (letters, digits and _, not starting with a digit)"),
+        ("{ env: 1TOKEN }", "admin.auth_token.env: \"1TOKEN\" is not an environment variable name (letters, digits and _, not starting with a digit)"),
+        ("{ env: \"A-B\" }", "admin.auth_token.env: \"A-B\" is not an environment variable name (letters, digits and _, not starting with a digit)"),
+        ("{ file: \"\" }", "admin.auth_token.file: must not be empty"),
+    ] {
+        assert_problems(&format!("{BASE}admin: {{ auth_token: {source} }}\n"), &[problem]);
+    }
+    // The token itself never goes in the file.
+    let errs = crate::config::parse(&format!("{BASE}admin: {{ auth_token: s3cret }}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(errs.starts_with("admin.auth_token: "), "{errs}");
+}
+
+#[test]
+fn ports_out_of_range_say_so() {
+    let yaml = r#"
+admin: { address: "127.0.0.1:65536" }
+listeners:
+  - { name: a, address: "127.0.0.1:99999" }
+  - { name: b, address: "[::]:70000" }
+  - { name: c, address: "127.0.0.1:http" }
+upstreams:
+  - name: u
+    endpoints:
+      - address: "127.0.0.1:99999"
+      - address: "[::1]:65536"
+      - address: "api.internal:100000"
+      - address: "api.internal:0"
+      - address: "api.internal:65535"
+"#;
+    assert_problems(
+        yaml,
+        &[
+            "listeners[0].address: \"127.0.0.1:99999\": port 99999 is out of range 0–65535",
+            "listeners[1].address: \"[::]:70000\": port 70000 is out of range 0–65535",
+            "listeners[2].address: \"127.0.0.1:http\" is not an ip:port address (e.g. 0.0.0.0:8080 or [::]:8080)",
+            "admin.address: \"127.0.0.1:65536\": port 65536 is out of range 0–65535",
+            "upstreams[0].endpoints[0].address: \"127.0.0.1:99999\": port 99999 is out of range 1–65535",
+            "upstreams[0].endpoints[1].address: \"[::1]:65536\": port 65536 is out of range 1–65535",
+            "upstreams[0].endpoints[2].address: \"api.internal:100000\": port 100000 is out of range 1–65535",
+            "upstreams[0].endpoints[3].address: \"api.internal:0\": port 0 is out of range 1–65535",
+        ],
+    );
 }
