@@ -76,10 +76,13 @@ fn strip_prefix_ignore_case<'a>(value: &'a [u8], prefix: &[u8]) -> Option<&'a [u
 pub fn code(reason: &str, status: StatusCode) -> u8 {
     match reason {
         reason::RATE_LIMITED | reason::REQUEST_BODY_TOO_LARGE => code::RESOURCE_EXHAUSTED,
-        reason::DEADLINE_EXCEEDED | reason::UPSTREAM_TIMEOUT | reason::REQUEST_TIMEOUT => {
-            code::DEADLINE_EXCEEDED
-        }
-        reason::CIRCUIT_OPEN
+        reason::DEADLINE_EXCEEDED
+        | reason::UPSTREAM_TIMEOUT
+        | reason::REQUEST_TIMEOUT
+        | reason::HEADER_TIMEOUT
+        | reason::FIRST_REQUEST_TIMEOUT => code::DEADLINE_EXCEEDED,
+        reason::CLIENT_CONNECTION_LIMIT
+        | reason::CIRCUIT_OPEN
         | reason::SHED
         | reason::NO_HEALTHY_UPSTREAM
         | reason::UPSTREAM_OVERFLOW
@@ -89,9 +92,16 @@ pub fn code(reason: &str, status: StatusCode) -> u8 {
         // The gateway could not make sense of the request (its framing or headers, not its
         // message): gRPC maps HTTP 400 to INTERNAL, not to INVALID_ARGUMENT, which would
         // blame the application's argument.
-        reason::BAD_REQUEST | reason::INTERNAL_ERROR | reason::UPSTREAM_PROTOCOL_ERROR => {
-            code::INTERNAL
-        }
+        // Framing, `Host` and head-limit refusals are the same kind of fault.
+        reason::BAD_REQUEST
+        | reason::BAD_FRAMING
+        | reason::INVALID_HOST
+        | reason::UNDERSCORE_HEADER
+        | reason::UNSUPPORTED_TRANSFER_CODING
+        | reason::URI_TOO_LONG
+        | reason::REQUEST_HEADER_TOO_LARGE
+        | reason::INTERNAL_ERROR
+        | reason::UPSTREAM_PROTOCOL_ERROR => code::INTERNAL,
         reason::DOWNSTREAM_ABORTED => code::CANCELLED,
         _ => match status.as_u16() {
             400 => code::INTERNAL,
@@ -195,6 +205,15 @@ mod tests {
             (reason::BAD_REQUEST, INTERNAL),
             (reason::INTERNAL_ERROR, INTERNAL),
             (reason::DOWNSTREAM_ABORTED, CANCELLED),
+            (reason::BAD_FRAMING, INTERNAL),
+            (reason::INVALID_HOST, INTERNAL),
+            (reason::UNDERSCORE_HEADER, INTERNAL),
+            (reason::UNSUPPORTED_TRANSFER_CODING, INTERNAL),
+            (reason::URI_TOO_LONG, INTERNAL),
+            (reason::REQUEST_HEADER_TOO_LARGE, INTERNAL),
+            (reason::HEADER_TIMEOUT, DEADLINE_EXCEEDED),
+            (reason::FIRST_REQUEST_TIMEOUT, DEADLINE_EXCEEDED),
+            (reason::CLIENT_CONNECTION_LIMIT, UNAVAILABLE),
         ];
         for (reason, want) in table {
             assert_eq!(code(reason, StatusCode::IM_A_TEAPOT), want, "{reason}");
