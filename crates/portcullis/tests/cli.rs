@@ -561,3 +561,46 @@ routes:
         ]
     );
 }
+
+/// Sizes that the gateway allocates up front at start (a rate-limit store, the span export
+/// queue and batch) are bounded by `check`: a value past the bound would abort the start
+/// (out of memory) or panic in it. Found by the `config` fuzz target.
+#[test]
+fn check_refuses_sizes_that_cannot_be_allocated() {
+    let rate_limit = |max_keys: &str| {
+        format!(
+            "listeners: [{{ name: a, address: \"127.0.0.1:8080\" }}]\n\
+             rate_limits:\n  - {{ name: big, limit: 10, max_keys: {max_keys} }}\n"
+        )
+    };
+    let tracing = |queue: &str| {
+        format!(
+            "listeners: [{{ name: a, address: \"127.0.0.1:8080\" }}]\n\
+             telemetry:\n  tracing:\n    otlp: {{ endpoint: \"http://127.0.0.1:4318\" }}\n    \
+             batch: {{ max_queue_size: {queue}, max_batch_size: 1 }}\n"
+        )
+    };
+    let refused = [
+        (rate_limit("10000001"), "rate_limits[0].max_keys: must be at most 10000000, got 10000001"),
+        (rate_limit("1000000000000"), "rate_limits[0].max_keys: must be at most 10000000, got 1000000000000"),
+        (rate_limit("18446744073709551615"), "rate_limits[0].max_keys: must be at most 10000000, got 18446744073709551615"),
+        (tracing("1048577"), "telemetry.tracing.batch.max_queue_size: must be at most 1048576, got 1048577"),
+        (tracing("4611686018427387904"), "telemetry.tracing.batch.max_queue_size: must be at most 1048576, got 4611686018427387904"),
+        (tracing("18446744073709551615"), "telemetry.tracing.batch.max_queue_size: must be at most 1048576, got 18446744073709551615"),
+    ];
+    for (text, message) in refused {
+        let config = TempConfig::new("big.yaml", &text);
+        let out = portcullis(&["check", config.path()]);
+        assert_eq!(out.status.code(), Some(1), "{text}\n{}", stdout(&out));
+        assert_eq!(
+            stdout(&out),
+            format!("{}: {message}\n", config.path()),
+            "{text}"
+        );
+    }
+    for text in [rate_limit("10000000"), tracing("1048576")] {
+        let config = TempConfig::new("edge.yaml", &text);
+        let out = portcullis(&["check", config.path()]);
+        assert!(out.status.success(), "{text}\n{}", stdout(&out));
+    }
+}

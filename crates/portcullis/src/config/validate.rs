@@ -30,6 +30,8 @@ use super::schema::{
 use super::{Config, ConfigError};
 
 pub use protection::{adaptive_config, breaker_config};
+pub use rate_limit::MAX_KEYS;
+pub use traces::MAX_QUEUE_SIZE;
 
 /// Returns every problem found; empty means valid.
 pub fn validate(config: &Config) -> Vec<ConfigError> {

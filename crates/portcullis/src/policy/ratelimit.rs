@@ -207,18 +207,24 @@ impl RateLimiter {
 
     /// Writes the request's key into `out`; `false` when a part is missing and the policy
     /// skips the request.
+    ///
+    /// Each part is written so that no value can pass for another: a tag (`PRESENT`, or
+    /// `FALLBACK` for a missing part replaced by the fallback), then the length of a
+    /// variable-length value before its bytes. A percent-decoded query value can hold any
+    /// byte, so a separator byte alone would let `?a=x%00&b=y` and `?a=x&b=%00y` share a
+    /// counter, and `?t=%01v` share the missing key's.
     fn key_bytes(&self, req: &Parts, client_ip: IpAddr, route: &str, out: &mut KeyBuf) -> bool {
         for part in &self.key {
-            // Parts are separated by a byte that cannot occur in header values or IPs.
-            out.push(0);
             let found = match part {
                 RateLimitKey::ClientIp => {
+                    // Fixed length for its family (the first byte `push_ip` writes).
+                    out.push(PRESENT);
                     push_ip(out, client_ip, self.prefix);
                     true
                 }
                 RateLimitKey::Header(name) => match req.headers.get(name) {
                     Some(v) => {
-                        out.extend(v.as_bytes());
+                        push_value(out, PRESENT, v.as_bytes());
                         true
                     }
                     None => false,
@@ -226,29 +232,38 @@ impl RateLimiter {
                 RateLimitKey::Query(name) => {
                     match query_value(req.uri.query().unwrap_or(""), name) {
                         Some(v) => {
-                            out.extend(v.as_bytes());
+                            push_value(out, PRESENT, v.as_bytes());
                             true
                         }
                         None => false,
                     }
                 }
                 RateLimitKey::Route => {
-                    out.extend(route.as_bytes());
+                    push_value(out, PRESENT, route.as_bytes());
                     true
                 }
             };
             if !found {
                 match &self.missing {
                     MissingKey::Skip => return false,
-                    MissingKey::Fallback(f) => {
-                        out.push(1);
-                        out.extend(f.as_bytes());
-                    }
+                    MissingKey::Fallback(f) => push_value(out, FALLBACK, f.as_bytes()),
                 }
             }
         }
         true
     }
+}
+
+/// Tag of a key part the request has.
+const PRESENT: u8 = 0;
+/// Tag of a missing key part replaced by the policy's fallback.
+const FALLBACK: u8 = 1;
+
+/// One variable-length key part: its tag, its length, its bytes.
+fn push_value(out: &mut KeyBuf, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    out.extend(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend(bytes);
 }
 
 /// A limit that acted on a request, kept for the response headers.

@@ -385,3 +385,31 @@ async fn counters_survive_a_recompile_of_an_unchanged_policy() {
         "changed limit starts afresh"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_key_part_value_passes_for_another_part_or_the_fallback() {
+    let registry = Registry::new();
+    let l = vec![limiter(
+        &registry,
+        "{ name: pair, limit: 1, window: 1h, key: [{ query: a }, { query: b }, route], \
+         missing_key: { fallback: anon } }",
+    )];
+    // Each pair: different keys part by part, which the old separator-byte encoding made
+    // equal (percent-decoding lets a value hold the separator and the fallback marker).
+    let pairs = [
+        ("/?a=x%00&b=y", "/?a=x&b=%00y"),
+        ("/?b=z", "/?a=%01anon&b=z"),
+        ("/?a=w", "/?a=w&b=%01anon"),
+    ];
+    for (first, second) in pairs {
+        assert!(allowed(&l, &registry, &get(first, &[])).await, "{first}");
+        assert!(
+            !allowed(&l, &registry, &get(first, &[])).await,
+            "{first} again"
+        );
+        assert!(
+            allowed(&l, &registry, &get(second, &[])).await,
+            "{second} after {first}"
+        );
+    }
+}

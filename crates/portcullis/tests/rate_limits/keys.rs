@@ -208,3 +208,31 @@ async fn missing_key_fallback_puts_every_anonymous_request_in_one_budget() {
     })
     .await;
 }
+
+/// A key part can hold any byte (query values are percent-decoded, `%00` and `%01`
+/// included), so no value may pass for the next part or for a missing part's fallback: each
+/// request below is the first of its key and gets a budget of its own. Found by the
+/// `rate_limit_key` fuzz target.
+#[tokio::test]
+async fn key_parts_holding_any_byte_never_pass_for_another_part_or_the_fallback() {
+    bounded(async {
+        let origin = Origin::start(Behavior::Echo).await;
+        let policy = "  - { name: pair, limit: 1, window: 1h, key: [{ query: a }, { query: b }], \
+                      missing_key: { fallback: anon } }";
+        let gw = proxied(&origin, policy, "[pair]").await;
+        let client = TestClient::http1();
+        let pairs = [
+            // The end of one part and the start of the next.
+            ("/?a=x%00&b=y", "/?a=x&b=%00y"),
+            ("/?a=x%00%00&b=y", "/?a=x&b=%00%00y"),
+            // A missing part (the fallback) and a value made to look like it.
+            ("/?b=z", "/?a=%01anon&b=z"),
+            ("/?a=w", "/?a=w&b=%01anon"),
+        ];
+        for (first, second) in pairs {
+            exactly_then_refused(&client, &gw.url("main", first), &[], 1, "pair").await;
+            exactly_then_refused(&client, &gw.url("main", second), &[], 1, "pair").await;
+        }
+    })
+    .await;
+}

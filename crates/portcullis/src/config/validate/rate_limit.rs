@@ -7,6 +7,10 @@ use crate::config::schema::{RateLimitAlgorithm, RateLimitConfig, RateLimitKey};
 use crate::config::Config;
 use crate::policy::ratelimit::build_limit;
 
+/// Most keys one policy may track: its store is allocated up front, 32 bytes a key, so this
+/// bounds a policy at about 320 MB (a larger value would fail the start or abort it).
+pub const MAX_KEYS: usize = 10_000_000;
+
 pub(super) fn rate_limits(config: &Config, p: &mut Problems) {
     unique_names(
         "rate_limits",
@@ -67,6 +71,12 @@ fn policy(path: &str, rl: &RateLimitConfig, p: &mut Problems) {
     }
     if rl.max_keys == 0 {
         p.push(format!("{path}.max_keys"), "must be at least 1");
+    }
+    if rl.max_keys > MAX_KEYS {
+        p.push(
+            format!("{path}.max_keys"),
+            format!("must be at most {MAX_KEYS}, got {}", rl.max_keys),
+        );
     }
     if !(400..=599).contains(&rl.status) {
         p.push(

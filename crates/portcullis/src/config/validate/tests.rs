@@ -610,3 +610,31 @@ upstreams:
         ],
     );
 }
+
+#[test]
+fn sizes_allocated_at_start_are_bounded() {
+    let rate_limit = |max_keys: usize| {
+        format!("{BASE}rate_limits:\n  - {{ name: big, limit: 10, max_keys: {max_keys} }}\n")
+    };
+    let tracing = |queue: usize| {
+        format!("{BASE}telemetry:\n  tracing:\n    batch: {{ max_queue_size: {queue}, max_batch_size: 1 }}\n")
+    };
+    assert_problems(&rate_limit(MAX_KEYS), &[]);
+    assert_problems(&tracing(MAX_QUEUE_SIZE), &[]);
+    for max_keys in [MAX_KEYS + 1, 1 << 40, usize::MAX] {
+        assert_problems(
+            &rate_limit(max_keys),
+            &[&format!(
+                "rate_limits[0].max_keys: must be at most {MAX_KEYS}, got {max_keys}"
+            )],
+        );
+    }
+    for queue in [MAX_QUEUE_SIZE + 1, 1 << 62, usize::MAX] {
+        assert_problems(
+            &tracing(queue),
+            &[&format!(
+                "telemetry.tracing.batch.max_queue_size: must be at most {MAX_QUEUE_SIZE}, got {queue}"
+            )],
+        );
+    }
+}

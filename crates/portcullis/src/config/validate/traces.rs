@@ -7,6 +7,10 @@ use crate::config::Config;
 
 const PATH: &str = "telemetry.tracing";
 
+/// Most finished spans the export queue may hold (and so spans in one batch, whose buffer is
+/// allocated up front): a larger queue would fail the start or abort it.
+pub const MAX_QUEUE_SIZE: usize = 1 << 20;
+
 pub(super) fn tracing(config: &Config, p: &mut Problems) {
     let t: &TracingConfig = &config.telemetry.tracing;
     if let Some(otlp) = &t.otlp {
@@ -54,6 +58,15 @@ pub(super) fn tracing(config: &Config, p: &mut Problems) {
         batch.max_batch_size,
         1,
     );
+    if batch.max_queue_size > MAX_QUEUE_SIZE {
+        p.push(
+            format!("{PATH}.batch.max_queue_size"),
+            format!(
+                "must be at most {MAX_QUEUE_SIZE}, got {}",
+                batch.max_queue_size
+            ),
+        );
+    }
     if batch.max_batch_size > batch.max_queue_size {
         p.push(
             format!("{PATH}.batch.max_batch_size"),

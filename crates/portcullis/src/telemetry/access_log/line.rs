@@ -23,7 +23,7 @@ pub const REDACTED: &str = "REDACTED";
 
 /// The facts of one finished request, borrowed for as long as its line is formatted.
 #[derive(Debug)]
-pub(super) struct Entry<'a> {
+pub struct Entry<'a> {
     /// Wall-clock arrival time, since the Unix epoch.
     pub arrival: Duration,
     pub request_id: Option<&'a HeaderValue>,
@@ -47,7 +47,7 @@ pub(super) struct Entry<'a> {
 
 /// How lines are formatted: what to redact and which headers are logged.
 #[derive(Debug)]
-pub(super) struct Format {
+pub struct Format {
     /// Query parameter names whose values are replaced, as configured (matched ignoring
     /// ASCII case).
     pub redact_query: Vec<String>,

@@ -8,7 +8,7 @@
 //! line and counts it. The writer thread (`writer`) swaps the chunk for an empty one every
 //! tick and writes it out with one write, outside the lock.
 
-mod line;
+pub mod line;
 #[cfg(test)]
 mod tests;
 mod writer;
