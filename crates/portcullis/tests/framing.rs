@@ -597,7 +597,10 @@ async fn http2_requests_follow_the_applicable_rules() {
         .expect("request");
     let resp = send(long_header).await;
     assert_eq!(resp.status, 431);
-    assert_eq!(resp.header("x-portcullis-reason"), Some("request_header_too_large"));
+    assert_eq!(
+        resp.header("x-portcullis-reason"),
+        Some("request_header_too_large")
+    );
 
     let long_path = format!("/h2/{}", "a".repeat(1100));
     let resp = send(build(&long_path).body(Full::default()).expect("request")).await;
