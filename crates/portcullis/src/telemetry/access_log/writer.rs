@@ -314,7 +314,7 @@ mod tests {
                 return Err(io::Error::from(io::ErrorKind::BrokenPipe));
             }
             self.calls += 1;
-            if self.calls % 2 == 0 {
+            if self.calls.is_multiple_of(2) {
                 return Err(io::Error::from(io::ErrorKind::WouldBlock));
             }
             let n = buf.len().min(self.step);
