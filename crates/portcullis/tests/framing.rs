@@ -26,6 +26,11 @@ const WAIT: Duration = Duration::from_secs(3);
 /// A gateway with one listener `main` (given `limits`, as YAML flow mapping entries) and
 /// every path proxied to `origin`.
 async fn gateway(origin: SocketAddr, limits: &str) -> TestGateway {
+    gateway_speaking(origin, "auto", limits).await
+}
+
+/// `gateway` with the listener's `protocol`.
+async fn gateway_speaking(origin: SocketAddr, protocol: &str, limits: &str) -> TestGateway {
     portcullis_test::init_tracing();
     TestGateway::start(&format!(
         r#"
@@ -33,6 +38,7 @@ admin: {{ enabled: false }}
 listeners:
   - name: main
     address: "127.0.0.1:0"
+    protocol: {protocol}
     limits: {{ {limits} }}
 upstreams:
   - name: app
@@ -408,11 +414,18 @@ fn ambiguous_framings() -> Vec<(&'static str, String, Expect)> {
 
 #[tokio::test]
 async fn content_length_with_transfer_encoding_or_repeated_is_refused() {
-    let origin = Origin::start(Behavior::EchoBody).await;
-    let gw = gateway(origin.addr(), "").await;
-    run_table(&gw, &origin, &ambiguous_framings()).await;
-    for seen in origin.requests() {
-        assert_eq!(seen.body, Bytes::from_static(b"hello"), "{}", seen.uri);
+    for protocol in ["auto", "http1"] {
+        let origin = Origin::start(Behavior::EchoBody).await;
+        let gw = gateway_speaking(origin.addr(), protocol, "").await;
+        run_table(&gw, &origin, &ambiguous_framings()).await;
+        for seen in origin.requests() {
+            assert_eq!(
+                seen.body,
+                Bytes::from_static(b"hello"),
+                "{protocol}: {}",
+                seen.uri
+            );
+        }
     }
 }
 
