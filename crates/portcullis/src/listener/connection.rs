@@ -24,6 +24,7 @@ use super::per_ip::IpSlot;
 use super::watched::Watched;
 use super::{refusal, ListenerShared, Server};
 use crate::body::BoxError;
+use crate::proxy::conformance::AmbiguousFraming;
 use crate::proxy::{self, Downstream};
 use crate::reason;
 use crate::telemetry::ObservedBody;
@@ -56,6 +57,9 @@ pub struct ConnState {
     pub protocol: AtomicU8,
     /// A response switched protocols: the IO now carries a tunnel, not HTTP.
     pub upgraded: AtomicBool,
+    /// HTTP/1.1: the request whose head the IO found framed ambiguously (`head_scan`), as its
+    /// place in `requests` plus one (the count it makes); 0: none so far.
+    pub ambiguous_head: AtomicU64,
 }
 
 impl ConnState {
@@ -67,6 +71,7 @@ impl ConnState {
             ended: AtomicUsize::new(0),
             protocol: AtomicU8::new(protocol),
             upgraded: AtomicBool::new(false),
+            ambiguous_head: AtomicU64::new(0),
         }
     }
 
@@ -89,10 +94,12 @@ impl ConnState {
 struct Outstanding(Arc<ConnState>);
 
 impl Outstanding {
-    fn enter(state: &Arc<ConnState>) -> Self {
+    /// Counts a request in; also says whether the IO found its head framed ambiguously.
+    fn enter(state: &Arc<ConnState>) -> (Self, bool) {
         state.outstanding.fetch_add(1, Ordering::AcqRel);
-        state.requests.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(state))
+        let count = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let ambiguous = state.ambiguous_head.load(Ordering::Acquire) == count;
+        (Self(Arc::clone(state)), ambiguous)
     }
 }
 
@@ -186,8 +193,11 @@ pub async fn serve(
         done.clone(),
     ));
     let service_state = state.clone();
-    let service = service_fn(move |req| {
-        let outstanding = Outstanding::enter(&service_state);
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        let (outstanding, ambiguous) = Outstanding::enter(&service_state);
+        if ambiguous {
+            req.extensions_mut().insert(AmbiguousFraming);
+        }
         handle(ds.clone(), outstanding, req)
     });
     let res = match &ls.server {

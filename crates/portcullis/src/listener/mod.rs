@@ -6,10 +6,13 @@
 //!   timeouts, drain) and the per-connection state the service and the IO share.
 //! - `watched`: the connection's IO: counts activity, tells HTTP/2 from HTTP/1.1 on `auto`
 //!   listeners, and replaces hyper's bare automatic error responses with the gateway's own.
+//! - `head_scan`: what `watched` sees of a request head's framing headers before the HTTP
+//!   parser folds them (`Content-Length` with `Transfer-Encoding`, repeated `Content-Length`).
 //! - `refusal`: those responses, and the metrics and log lines of refused connections.
 //! - `per_ip`: the per-client-IP connection count.
 
 mod connection;
+mod head_scan;
 mod per_ip;
 mod refusal;
 mod watched;

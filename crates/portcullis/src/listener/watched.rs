@@ -9,6 +9,19 @@
 //! then is its automatic response. It is reported to hyper as written in full and our bytes
 //! go out instead; hyper closes the connection after it, and anything else it writes is
 //! dropped. A proxied body is never looked at: its request is outstanding while it is sent.
+//!
+//! The head read while nothing is outstanding (from the first byte after the previous
+//! exchange to the blank line ending it) is also scanned for the framing headers the parser
+//! folds (`head_scan`); an ambiguous one is noted in `ConnState::ambiguous_head` for the
+//! request it belongs to, which the conformance check then refuses. Limits of a look at the
+//! bytes rather than at parsed messages:
+//! - a pipelined head read along with the request before it, while that one is outstanding,
+//!   is not scanned (or only its rest that comes later): such a request gets the parser's
+//!   handling (with `Transfer-Encoding` the body is read as chunked and the connection closed
+//!   after the response; identical repeated `Content-Length` lines are folded into one);
+//! - the rest of a request body the gateway did not read (it answered first) that arrives
+//!   after the response is scanned as if it began the next head; this can only make the
+//!   next request on that same connection refused, or leave it to the parser's handling.
 
 use std::io;
 use std::pin::Pin;
@@ -21,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::connection::{ConnState, HTTP1, HTTP2, UNDECIDED};
+use super::head_scan::{HeadScan, Verdict};
 use super::per_ip::IpSlot;
 use super::{refusal, ListenerShared};
 use crate::proxy::Downstream;
@@ -50,8 +64,10 @@ pub struct Watched {
     /// Bytes of the HTTP/2 preface matched so far, while the protocol is undecided.
     preface: usize,
     /// The head being read while nothing is outstanding has a line feed (it is past its
-    /// request line), and the request count that head belongs to (reset by a new request).
+    /// request line), its framing scan, and the request count that head belongs to (both
+    /// reset by a new request).
     head_lf: bool,
+    head_scan: HeadScan,
     head_requests: u64,
     /// The connection's place under `max_connections_per_ip`: held as long as the stream,
     /// so a connection upgraded to a tunnel keeps counting.
@@ -79,6 +95,7 @@ impl Watched {
             rewrite,
             preface: 0,
             head_lf: false,
+            head_scan: HeadScan::new(),
             head_requests: 0,
             _ip_slot: ip_slot,
         }
@@ -108,16 +125,26 @@ impl Watched {
         // Between requests: is the next head still in its request line? A heuristic for
         // 414 against 431 (`refusal::replacement`): it only looks at reads made while nothing
         // is outstanding, so bytes of a pipelined head read along with the request before it
-        // are not seen (that head then counts as "still in its request line"). Costs a
-        // memchr over the head's bytes, never over a body.
-        if self.state.outstanding.load(Ordering::Acquire) == 0 {
+        // are not seen (that head then counts as "still in its request line"). And is its
+        // framing ambiguous (`head_scan`, same reads)? Costs a memchr and one pass over the
+        // head's bytes, never over a body.
+        if self.state.outstanding.load(Ordering::Acquire) == 0
+            && !self.state.upgraded.load(Ordering::Acquire)
+        {
             let requests = self.state.requests.load(Ordering::Relaxed);
             if requests != self.head_requests {
                 self.head_requests = requests;
                 self.head_lf = false;
+                self.head_scan = HeadScan::new();
             }
             if !self.head_lf && new.contains(&b'\n') {
                 self.head_lf = true;
+            }
+            if self.head_scan.feed(new) == Some(Verdict::Ambiguous) {
+                // This head is the next request's: the one that will be counted `requests`.
+                self.state
+                    .ambiguous_head
+                    .store(requests + 1, Ordering::Release);
             }
         }
     }

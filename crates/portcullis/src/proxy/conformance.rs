@@ -4,11 +4,15 @@
 //!
 //! hyper's parser already refuses (400) a `Transfer-Encoding` that does not end in `chunked`,
 //! any on HTTP/1.0, an invalid or comma-joined `Content-Length`, and differing repeated ones.
-//! It does not refuse the rest, so this check does. What it cannot see: hyper removes every
-//! `Content-Length` of a request that also has `Transfer-Encoding` (the body is read as
-//! chunked and the connection is closed after the response, RFC 9112 §6.1), and folds
-//! repeated identical `Content-Length` lines into one (RFC 9110 §8.6), so neither reaches the
-//! upstream ambiguous.
+//! It does not refuse the rest, so this check does. What it cannot see in the head it gets:
+//! hyper removes every `Content-Length` of a request that also has `Transfer-Encoding`, and
+//! folds repeated identical `Content-Length` lines into one. The connection's IO scans the
+//! head's bytes for both (`listener::head_scan`) and marks such a request
+//! `AmbiguousFraming`, which is refused here like the same framing on HTTP/2. A pipelined
+//! head read while the request before it is outstanding is not scanned (see
+//! `listener::watched`): it gets hyper's handling, which never forwards it ambiguous (the
+//! body is read as chunked and the connection closed after the response, RFC 9112 §6.1; the
+//! one length is used, RFC 9110 §8.6).
 //!
 //! One pass over the header lines, no allocation unless a request is refused, a `_` header is
 //! dropped or an absolute-form target's authority replaces `Host`.
@@ -58,6 +62,12 @@ impl Default for Limits {
         Limits::new(&ListenerLimits::default())
     }
 }
+
+/// The mark the connection puts in an HTTP/1.1 request's extensions when the head as read
+/// from the socket had `Content-Length` with `Transfer-Encoding`, or `Content-Length` on more
+/// than one line (which hyper hides: see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmbiguousFraming;
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +149,10 @@ pub fn check(parts: &mut Parts, limits: &Limits) -> Result<(), Refusal> {
     if h1 && head > limits.max_head {
         return Err(HEADER_TOO_LARGE);
     }
-    // hyper folds what HTTP/1 repeats; HTTP/2 hands them over as sent.
-    if lengths > 1 || (lengths > 0 && codings > 0) {
+    // hyper folds what HTTP/1 repeats (the connection marks those heads; one framing
+    // header is always left); HTTP/2 hands them over as sent.
+    let folded = || h1 && parts.extensions.get::<AmbiguousFraming>().is_some();
+    if lengths > 1 || (lengths > 0 && codings > 0) || (lengths + codings > 0 && folded()) {
         return Err(BAD_FRAMING);
     }
     if codings > 0 {
@@ -333,6 +345,24 @@ mod tests {
             ("transfer-encoding", "chunked"),
         ]);
         assert_eq!(check(&mut p, &limits), Err(BAD_FRAMING));
+    }
+
+    #[test]
+    fn marked_http1_heads_are_refused() {
+        let limits = Limits::default();
+        let marked = |version, headers: &[(&str, &str)]| {
+            let mut p = parts(version, "/a", headers);
+            p.extensions.insert(AmbiguousFraming);
+            check(&mut p, &limits)
+        };
+        let cl = [("host", "t"), ("content-length", "5")];
+        let te = [("host", "t"), ("transfer-encoding", "chunked")];
+        assert_eq!(marked(Version::HTTP_11, &cl), Err(BAD_FRAMING));
+        assert_eq!(marked(Version::HTTP_11, &te), Err(BAD_FRAMING));
+        assert_eq!(marked(Version::HTTP_10, &cl[1..]), Err(BAD_FRAMING));
+        // Not a mark the connection puts on HTTP/2 requests, nor on heads without framing.
+        assert_eq!(marked(Version::HTTP_2, &cl), Ok(()));
+        assert_eq!(marked(Version::HTTP_11, &[("host", "t")]), Ok(()));
     }
 
     #[test]
