@@ -126,6 +126,12 @@ fn join(with: &str, rest: &str) -> String {
 
 /// `uri` with its path replaced by `path` and its query kept; `None` if not a valid URI.
 fn with_path(uri: &Uri, mut path: String) -> Option<Uri> {
+    // A rewrite makes a path, never a query or a fragment: a `?` or `#` that a replacement
+    // writes (or a capture carries) stays in the path, percent-encoded, so the request's
+    // query is the client's and nothing else.
+    if path.contains(['?', '#']) {
+        path = path.replace('?', "%3F").replace('#', "%23");
+    }
     if let Some(q) = uri.query() {
         path.push('?');
         path.push_str(q);
@@ -171,6 +177,22 @@ mod tests {
             Flow::Continue => parts.uri.to_string(),
             Flow::Respond(resp) => panic!("unexpected response {}", resp.status()),
         }
+    }
+
+    /// Found by the `path_rewrite` fuzz target: a replacement with a `?` (or `#`) made a new
+    /// query out of part of the path. Every kind of rewrite keeps the client's query.
+    #[test]
+    fn a_rewrite_never_makes_a_query_or_fragment() {
+        let regex = PathRewrite::Regex {
+            pattern: "^/users/([0-9]+)/(.*)$".into(),
+            replacement: "/u/$1/?2#x".into(),
+        };
+        let rw = PathRewriter::compile(&regex, None).unwrap();
+        assert_eq!(rewrite(&rw, "/users/42/a"), "/u/42/%3F2%23x");
+        assert_eq!(rewrite(&rw, "/users/42/a?q=1"), "/u/42/%3F2%23x?q=1");
+        let replace = PathRewrite::ReplacePrefix("/v2?admin=1".into());
+        // A fixed replacement with a `?` is refused when the config is compiled.
+        assert!(PathRewriter::compile(&replace, Some(&prefix("/api"))).is_err());
     }
 
     #[test]
