@@ -25,7 +25,7 @@ upstreams:
   - { name: b, endpoints: [{ address: "127.0.0.1:2" }] }
 routes:
   - name: exact-host
-    match: { hosts: [api.example.com, "::1", 127.0.0.1], path: { prefix: /v1 } }
+    match: { hosts: [api.example.com, 127.0.0.1], path: { prefix: /v1 } }
     rewrite: strip_prefix
     request_headers: { set: { x-route: exact }, add: { x-added: "1" }, remove: [cookie] }
     action: { proxy: { upstream: a } }
