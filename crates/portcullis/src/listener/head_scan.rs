@@ -8,7 +8,8 @@
 //! is `content-length`, and notes one named `transfer-encoding`. It skips the request line
 //! (and empty lines before it, as the parser does) and stops at the blank line that ends the
 //! head: body bytes are never looked at. A small state machine, fed read by read (a head may
-//! arrive in any pieces), without allocation; each byte of a head is looked at once.
+//! arrive in any pieces), without allocation; each byte of a head is looked at once at most, and a line whose name
+//! cannot be one of the two is skipped from its first differing byte by a search for its end.
 //!
 //! It only judges framing headers by name; what the values say is the parser's and the
 //! conformance check's business. A head the parser refuses anyway may get a verdict that is
@@ -87,14 +88,20 @@ impl HeadScan {
                     }
                     None => return None,
                 },
-                Place::RequestLine => {
-                    match bytes[i] {
-                        b'\n' if self.len == 0 => {}
-                        b'\n' => self.line_start(Place::Name),
-                        b'\r' => {}
-                        _ => self.len = self.len.saturating_add(1),
-                    }
+                // Empty lines before the request line are skipped a byte at a time; the line
+                // itself in one search for its end.
+                Place::RequestLine if self.len == 0 && matches!(bytes[i], b'\r' | b'\n') => {
                     i += 1;
+                }
+                Place::RequestLine => {
+                    self.len = 1;
+                    match bytes[i..].iter().position(|&b| b == b'\n') {
+                        Some(at) => {
+                            i += at + 1;
+                            self.line_start(Place::Name);
+                        }
+                        None => return None,
+                    }
                 }
                 Place::Name => {
                     let b = bytes[i];
@@ -123,6 +130,11 @@ impl HeadScan {
                             self.cl = self.cl && CONTENT_LENGTH.get(at) == Some(&lower);
                             self.te = self.te && TRANSFER_ENCODING.get(at) == Some(&lower);
                             self.len = self.len.saturating_add(1);
+                            // A name that can be neither: the rest of its line is not looked
+                            // at byte by byte (most lines leave at their first byte).
+                            if !self.cl && !self.te {
+                                self.place = Place::Value;
+                            }
                         }
                     }
                 }
