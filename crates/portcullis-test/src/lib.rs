@@ -14,12 +14,14 @@ pub mod gateway;
 pub mod origin;
 pub mod otlp;
 pub mod raw;
+pub mod tempdir;
 
 use std::sync::Once;
 
 pub use client::{ws_connect, TestClient, TestResponse};
 pub use gateway::TestGateway;
 pub use origin::{Behavior, Origin, RecordedRequest, ResponseSpec};
+pub use tempdir::TempDir;
 
 /// Boxed error used by the harness' bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,9 @@ use futures_util::StreamExt as _;
 use http::Request;
 use http_body_util::Full;
 use portcullis::telemetry::access_log::AccessLog;
-use portcullis_test::{Behavior, Origin, ResponseSpec, TestClient, TestGateway, TestResponse};
+use portcullis_test::{
+    Behavior, Origin, ResponseSpec, TempDir, TestClient, TestGateway, TestResponse,
+};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -28,33 +30,6 @@ async fn bounded<T>(test: impl Future<Output = T>) -> T {
     tokio::time::timeout(HANG_GUARD, test)
         .await
         .expect("test did not finish within the hang guard")
-}
-
-/// A temp directory of the test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "portcullis-access-log-{}-{}-{test}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A config: listener `main` (trusting `X-Forwarded-For` from loopback), upstream `app` at

@@ -12,14 +12,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::{Mutex, Once, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use portcullis::telemetry::access_log::AccessLog;
-use portcullis_test::{Behavior, Origin, TestClient, TestGateway};
+use portcullis_test::{Behavior, Origin, TempDir, TestClient, TestGateway};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::Layer as _;
 
@@ -95,39 +94,6 @@ const FAILING: &str = "access log output failing: ";
 const RECOVERED: &str = "access log output works again";
 
 // ----- files, pipes and configs -----
-
-/// A temp directory of the test's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "portcullis-log-outputs-{}-{}-{test}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn fifo(&self, name: &str) -> PathBuf {
-        let path = self.0.join(name);
-        let made = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(made.success(), "mkfifo");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A reader of a named pipe that never blocks: opening it does not wait for a writer, and
 /// reading takes what the pipe holds.
@@ -242,7 +208,7 @@ fn opening_an_output_never_blocks_the_start() {
     assert!(err.contains("no-reader.pipe"), "and the pipe: {err}");
 
     // A Unix socket cannot be opened at all.
-    let socket = dir.0.join("log.sock");
+    let socket = dir.file("log.sock");
     let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let err = start_result(&config(&origin, &socket, ""), || {}).expect("start must fail");
     assert!(
